@@ -1,0 +1,68 @@
+# notifier: `make run` starts the whole service, `make test` runs every test.
+# Both set everything up on a fresh machine: a virtualenv, pinned requirements, the database.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The newest Python >= 3.12 on this machine: python3.13, else python3.12 (pyenv builds too).
+PYTHON ?= $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.13 \
+	/usr/local/bin/python3.13 /usr/bin/python3.13 python3.12 \
+	$$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/local/bin/python3.12 /usr/bin/python3.12; do \
+	if $$p -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1; then echo $$p; break; fi; \
+	done)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+export PORT
+
+.PHONY: help venv run test test-fast lint format migrate demo services clean
+
+help:
+	@echo "make run     - set up, migrate, load the demo tenant, start web + workers + beat"
+	@echo "make test    - set up and run the whole test suite"
+	@echo "make lint    - ruff (lint + format check) and mypy"
+	@echo "make format  - apply ruff's formatting and fixes"
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@test -n "$(PYTHON)" || { echo "Python 3.12+ not found: install python3.13 or python3.12" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+venv: $(VENV)/.installed
+
+services: venv
+	@$(PY) manage.py check_services
+
+migrate: services
+	$(PY) manage.py migrate --noinput
+
+demo: migrate
+	$(PY) manage.py load_demo
+
+run: demo
+	@KEY=$$($(PY) manage.py create_api_key --tenant demo --scope send --scope read --scope manage --name "make run" | tail -1); \
+	echo; \
+	echo "  API key (demo tenant, shown once): $$KEY"; \
+	echo "  API docs:  http://127.0.0.1:$(PORT)/api/docs/"; \
+	echo "  Admin:     http://127.0.0.1:$(PORT)/admin/  (user 'admin', password printed above on first run)"; \
+	echo "  Health:    http://127.0.0.1:$(PORT)/readyz"; \
+	echo "  Try:       curl -X POST http://127.0.0.1:$(PORT)/api/v1/notifications -H \"Authorization: Bearer $$KEY\" \\"; \
+	echo "               -H 'Content-Type: application/json' -d '{\"user_ids\": [\"user-1\"], \"notification_type\": \"order_shipped\", \"template_vars\": {\"order_id\": \"1042\", \"carrier\": \"UPS\", \"eta\": \"Tuesday\"}}'"; \
+	echo
+	NOTIFIER_PORT=$(PORT) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/honcho start -f Procfile
+
+test: services
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -1,0 +1,76 @@
+"""Celery configuration: broker, topology, serialization and worker defaults.
+
+Celery settings live here only, never in Django settings. Lane and channel queues arrive with
+the delivery pipeline; this file declares the planning queue and its dead letters.
+"""
+
+import os
+
+from kombu import Exchange, Queue
+
+broker_url = os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+broker_connection_retry_on_startup = True
+# Without confirms a publish can be dropped silently when the broker is under resource
+# pressure (celery#5410); quorum queues require them.
+broker_transport_options = {"confirm_publish": True}
+
+task_serializer = "json"
+accept_content = ["json"]
+task_ignore_result = True
+timezone = "UTC"
+enable_utc = True
+
+# Tasks re-read their rows and are idempotent, so a message may be redelivered safely:
+# ack only after the task has run, and requeue when the worker process dies.
+task_acks_late = True
+task_reject_on_worker_lost = True
+# Provider calls are slow and uneven; prefetching more than one message would let a slow
+# task hold messages another worker could be sending.
+worker_prefetch_multiplier = 1
+
+# Topic exchanges: Celery's native delayed delivery does not work with direct exchanges.
+NOTIFY_EXCHANGE = Exchange("notify", type="topic", durable=True)
+DEAD_LETTER_EXCHANGE = Exchange("notify.dlx", type="topic", durable=True)
+
+
+def quorum_queue(name: str) -> Queue:
+    """A work queue: replicated, bounded redelivery, dead letters kept until confirmed.
+
+    RabbitMQ 3.x has no default delivery limit, so a message that crashes its worker would
+    loop forever; at-least-once dead-lettering requires ``reject-publish`` overflow.
+    """
+    return Queue(
+        name,
+        NOTIFY_EXCHANGE,
+        routing_key=name,
+        durable=True,
+        queue_arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE.name,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+            "x-delivery-limit": 5,
+        },
+    )
+
+
+PLANNING_QUEUE = "notify.planning"
+task_queues = (quorum_queue(PLANNING_QUEUE),)
+# Dead letters are declared apart from task_queues: Celery binds every queue in task_queues
+# to its delayed-delivery exchange at start, which fails for a queue on the DLX.
+dead_letter_queues = (
+    Queue(
+        "notify.dead",
+        DEAD_LETTER_EXCHANGE,
+        routing_key="#",
+        durable=True,
+        queue_arguments={"x-queue-type": "quorum"},
+    ),
+)
+
+task_default_queue = PLANNING_QUEUE
+task_default_exchange = NOTIFY_EXCHANGE.name
+task_default_exchange_type = "topic"
+task_default_routing_key = PLANNING_QUEUE
+
+beat_scheduler = "django_celery_beat.schedulers:DatabaseScheduler"

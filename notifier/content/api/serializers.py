@@ -1,0 +1,128 @@
+"""Request and response shapes of the notification types and templates APIs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from notifier.core.enums import Category, Channel, Priority
+from notifier.core.serializers import SafeCharField, StrictSerializer
+from notifier.core.validation import check_json_document, check_locale
+
+MAX_SAMPLE_VARS_BYTES = 65_536
+MAX_TEMPLATE_TEXT = 200_000
+
+
+class NotificationTypeSerializer(StrictSerializer):
+    key = serializers.SlugField(max_length=100)
+    name = SafeCharField(max_length=200, required=False, allow_blank=True, default="")
+    category = serializers.ChoiceField(choices=Category.choices)
+    default_priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
+    default_channels = serializers.ListField(
+        child=serializers.ChoiceField(choices=Channel.choices), min_length=1, max_length=3
+    )
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+    def validate_default_channels(self, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise serializers.ValidationError("Each channel may appear once.")
+        return value
+
+
+class TemplateContentSerializer(StrictSerializer):
+    """The editable part of a template: what ``PATCH`` accepts."""
+
+    id = serializers.IntegerField(read_only=True)
+    notification_type = serializers.SlugField(read_only=True)
+    channel = serializers.ChoiceField(choices=Channel.choices, read_only=True)
+    locale = serializers.CharField(read_only=True)
+    variant = serializers.SlugField(read_only=True)
+    subject = serializers.CharField(
+        max_length=2000,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="Email subject or push title (Jinja2)",
+    )
+    body = serializers.CharField(
+        max_length=MAX_TEMPLATE_TEXT,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="SMS text, push body or email plain-text part (Jinja2)",
+    )
+    html = serializers.CharField(
+        max_length=MAX_TEMPLATE_TEXT,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="Email HTML part (Jinja2, autoescaped)",
+    )
+    variables = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        required=False,
+        max_length=100,
+        help_text="Variables the template uses; a send must provide each.",
+    )
+    sample_vars = serializers.JSONField(
+        required=False, help_text="Values for previews and the test render at publish"
+    )
+    published_version = serializers.IntegerField(
+        read_only=True, allow_null=True, source="published_version.version", default=None
+    )
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+    def validate_sample_vars(self, value: Any) -> Any:
+        return check_json_document(value, max_bytes=MAX_SAMPLE_VARS_BYTES, name="sample_vars")
+
+
+class TemplateSerializer(TemplateContentSerializer):
+    """A whole template, as created with ``POST``."""
+
+    notification_type = serializers.SlugField(max_length=100)
+    channel = serializers.ChoiceField(choices=Channel.choices)
+    locale = SafeCharField(max_length=35, default="en")
+    variant = serializers.SlugField(max_length=64, default="default")
+    body = serializers.CharField(
+        max_length=MAX_TEMPLATE_TEXT,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="SMS text, push body or email plain-text part (Jinja2)",
+    )
+
+    def validate_locale(self, value: str) -> str:
+        return check_locale(value)
+
+
+class TemplateVersionSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    subject = serializers.CharField()
+    body = serializers.CharField()
+    html = serializers.CharField()
+    variables = serializers.ListField(child=serializers.CharField())
+    published_at = serializers.DateTimeField()
+
+
+class PreviewRequestSerializer(StrictSerializer):
+    template_vars = serializers.JSONField(
+        required=False, help_text="Default: the template's sample_vars"
+    )
+
+    def validate_template_vars(self, value: Any) -> Any:
+        return check_json_document(value, max_bytes=MAX_SAMPLE_VARS_BYTES, name="template_vars")
+
+
+class RenderedMessageSerializer(serializers.Serializer):
+    subject = serializers.CharField()
+    body = serializers.CharField()
+    html = serializers.CharField()
+
+
+class TemplateQuerySerializer(StrictSerializer):
+    notification_type = serializers.SlugField(required=False)
+    channel = serializers.ChoiceField(choices=Channel.choices, required=False)
+    page = serializers.IntegerField(min_value=1, max_value=100_000, default=1)
+    limit = serializers.IntegerField(min_value=1, max_value=100, default=50)

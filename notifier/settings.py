@@ -1,0 +1,166 @@
+"""Django settings, read from the environment (12-factor).
+
+Every value has a default that points at the local services on their standard ports, so a
+fresh checkout runs with no configuration. Project settings carry the ``NOTIFIER_`` prefix.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# The default key is for local runs only; production must set DJANGO_SECRET_KEY.
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="notifier-insecure-local-development-key")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_celery_beat",
+    "notifier.core",
+    "notifier.tenancy",
+    "notifier.recipients",
+    "notifier.content",
+    "notifier.notifications",
+]
+
+MIDDLEWARE = [
+    "notifier.core.middleware.DatabaseUnavailableMiddleware",
+    "notifier.core.middleware.RequestBodyLimitMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "notifier.urls"
+WSGI_APPLICATION = "notifier.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/notifier"),
+}
+# Fail fast when PostgreSQL is unreachable: the API answers 503 with Retry-After within a few
+# seconds instead of hanging on the kernel's connect timeout.
+DATABASES["default"].setdefault("OPTIONS", {})
+DATABASES["default"]["OPTIONS"].setdefault(
+    "connect_timeout", env.int("NOTIFIER_DB_CONNECT_TIMEOUT", default=3)
+)
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"].setdefault("TEST", {})
+DATABASES["default"]["TEST"].setdefault("NAME", env.str("NOTIFIER_TEST_DB_NAME", default=None))
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+# Set where `collectstatic` gathers files in production images (docker/ sets it).
+STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default=None)
+# Admin assets are served by the app itself (no separate web server needed to run it);
+# finders let `make run` work without a collectstatic step.
+WHITENOISE_USE_FINDERS = True
+
+# The largest request body the API reads, in bytes. 1000 user ids with template variables fit
+# comfortably; anything larger answers 413 before it is parsed.
+NOTIFIER_MAX_BODY_BYTES = env.int("NOTIFIER_MAX_BODY_BYTES", default=1_048_576)
+DATA_UPLOAD_MAX_MEMORY_SIZE = NOTIFIER_MAX_BODY_BYTES
+
+# How long an idempotency key is remembered, in seconds (Stripe keeps them 24 h).
+NOTIFIER_IDEMPOTENCY_TTL = env.int("NOTIFIER_IDEMPOTENCY_TTL", default=24 * 3600)
+# Seconds a client should wait before retrying when PostgreSQL is unavailable.
+NOTIFIER_DB_RETRY_AFTER = env.int("NOTIFIER_DB_RETRY_AFTER", default=5)
+# Limits of the send API.
+NOTIFIER_MAX_USERS_PER_REQUEST = 1000
+# How far ahead a notification may be scheduled or expire, in days.
+NOTIFIER_MAX_SCHEDULE_AHEAD_DAYS = env.int("NOTIFIER_MAX_SCHEDULE_AHEAD_DAYS", default=365)
+# Clock skew tolerated on client timestamps, in seconds: scheduled_at slightly in the past
+# means "now", further in the past is refused.
+NOTIFIER_CLOCK_SKEW = env.int("NOTIFIER_CLOCK_SKEW", default=300)
+# Health checks of the broker and Redis give up after this many seconds.
+NOTIFIER_HEALTH_TIMEOUT = env.float("NOTIFIER_HEALTH_TIMEOUT", default=2.0)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["notifier.tenancy.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["notifier.tenancy.auth.HasScope"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "notifier.core.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "notifier API",
+    "DESCRIPTION": (
+        "One API for push, SMS and email notifications. Authenticate with "
+        "`Authorization: Bearer <api key>`. Errors are JSON objects with a stable `code`, a "
+        "human `detail` and, for invalid fields, `fields`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ChannelEnum": "notifier.core.enums.Channel",
+        "PriorityEnum": "notifier.core.enums.Priority",
+    },
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "ApiKey": {"type": "http", "scheme": "bearer", "description": "A notifier API key."}
+        }
+    },
+    "SECURITY": [{"ApiKey": []}],
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("NOTIFIER_LOG_LEVEL", default="INFO")},
+}

@@ -1,0 +1,39 @@
+"""Shared fixtures. Tests run against the real PostgreSQL in a test database of their own."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from notifier.content.models import NotificationType
+from notifier.core.enums import Channel
+from notifier.tenancy.models import Tenant
+from tests.factories import NotificationTypeFactory, TenantFactory, client_for, published_template
+
+
+@pytest.fixture
+def tenant(db: None) -> Tenant:
+    return TenantFactory()
+
+
+@pytest.fixture
+def client(tenant: Tenant) -> APIClient:
+    """A client of ``tenant`` with every scope."""
+    return client_for(tenant)
+
+
+@pytest.fixture
+def order_shipped(tenant: Tenant) -> NotificationType:
+    """A type with published email and push templates needing ``order_id``."""
+    notification_type = NotificationTypeFactory(
+        tenant=tenant, key="order_shipped", default_channels=[Channel.PUSH, Channel.EMAIL]
+    )
+    for channel in (Channel.EMAIL, Channel.PUSH):
+        published_template(
+            notification_type,
+            channel=channel,
+            subject="Order {{ order_id }}",
+            body="Order {{ order_id }} shipped",
+            variables=("order_id",),
+        )
+    return notification_type
