@@ -148,6 +148,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ChannelEnum": "notifier.core.enums.Channel",
         "PriorityEnum": "notifier.core.enums.Priority",
+        "NotificationStatusEnum": "notifier.notifications.models.NotificationStatus",
+        "DeliveryStateEnum": "notifier.notifications.models.DeliveryState",
+        "AcceptedStatusEnum": [("queued", "Queued"), ("scheduled", "Scheduled")],
     },
     "APPEND_COMPONENTS": {
         "securitySchemes": {

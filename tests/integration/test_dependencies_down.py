@@ -133,3 +133,30 @@ def test_readiness_names_the_unreachable_service(server_with: str, down: str) ->
 
     assert status == 503
     assert {name for name, check in report["checks"].items() if check["status"] != "ok"} == {down}
+
+
+@pytest.mark.parametrize(
+    ("env", "down", "hint"),
+    [
+        (REDIS_DOWN, "redis", "redis-server"),
+        (BROKER_DOWN, "rabbitmq", "rabbitmq-server"),
+        (POSTGRES_DOWN, "postgresql", "pg_ctlcluster"),
+    ],
+)
+def test_check_services_says_which_service_is_down_and_how_to_start_it(
+    env: dict[str, str], down: str, hint: str
+) -> None:
+    # when `make run` checks its services with one of them unreachable
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check_services"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    # then it fails, naming that service and the command that starts it
+    assert result.returncode != 0
+    assert f"{down} is unreachable" in result.stderr
+    assert hint in result.stderr
