@@ -92,7 +92,7 @@ class NotificationRecipient(models.Model):
 
 
 class DeliveryState(models.TextChoices):
-    """A delivery's life; transitions only move forward (see ``notifications.states``)."""
+    """A delivery's life; transitions only move forward (``notifier.notifications.states``)."""
 
     QUEUED = "queued", "Queued"
     DEFERRED = "deferred", "Deferred"

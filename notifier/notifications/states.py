@@ -1,0 +1,43 @@
+"""The delivery state machine: which state may follow which.
+
+A delivery moves forward only. Retrying is the one loop (``sending → deferred → sending``),
+and an ``unknown`` outcome may still be resolved by a provider report. A report that arrives
+late or out of order (``sent`` after ``delivered``) finds no transition and changes nothing;
+the event is still recorded. Writers turn ``sources_of(target)`` into the ``WHERE state IN
+(...)`` of a conditional update, so the rule holds under concurrency, not only in Python.
+"""
+
+from __future__ import annotations
+
+from notifier.notifications.models import DeliveryState as S
+
+TERMINAL_STATES: frozenset[str] = frozenset(
+    {S.READ, S.FAILED, S.BOUNCED, S.SUPPRESSED, S.EXPIRED, S.CANCELLED, S.DEDUPLICATED}
+)
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    S.QUEUED: frozenset(
+        {S.DEFERRED, S.SENDING, S.SUPPRESSED, S.EXPIRED, S.CANCELLED, S.DEDUPLICATED, S.FAILED}
+    ),
+    # Released by beat (→ queued/sending) or ended before it was ever sent.
+    S.DEFERRED: frozenset({S.QUEUED, S.SENDING, S.SUPPRESSED, S.EXPIRED, S.CANCELLED, S.FAILED}),
+    # A claimed send: accepted, retried later (→ deferred), refused, or of unknown outcome.
+    S.SENDING: frozenset(
+        {S.SENT, S.DEFERRED, S.FAILED, S.BOUNCED, S.UNKNOWN, S.EXPIRED, S.SUPPRESSED}
+    ),
+    # Provider reports after acceptance (Twilio "undelivered" is a failure after "sent").
+    S.SENT: frozenset({S.DELIVERED, S.READ, S.FAILED, S.BOUNCED}),
+    S.DELIVERED: frozenset({S.READ}),
+    # Resolved from a provider report, or resent once (critical only) after the lease.
+    S.UNKNOWN: frozenset({S.SENT, S.DELIVERED, S.READ, S.FAILED, S.BOUNCED, S.SENDING}),
+    **{state: frozenset() for state in TERMINAL_STATES},
+}
+
+
+def can_transition(current: str, target: str) -> bool:
+    return target in TRANSITIONS[current]
+
+
+def sources_of(target: str) -> frozenset[str]:
+    """Every state from which ``target`` may be reached."""
+    return frozenset(state for state, targets in TRANSITIONS.items() if target in targets)
