@@ -23,10 +23,10 @@ help:
 	@echo "make lint    - ruff (lint + format check) and mypy"
 	@echo "make format  - apply ruff's formatting and fixes"
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.12+ not found: install python3.13 or python3.12" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	@touch $@
 
 venv: $(VENV)/.installed

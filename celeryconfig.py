@@ -4,11 +4,17 @@ Celery settings live here only, never in Django settings. Lane and channel queue
 the delivery pipeline; this file declares the planning queue and its dead letters.
 """
 
-import os
+from pathlib import Path
 
+import environ
 from kombu import Exchange, Queue
 
-broker_url = os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# The celery command imports this module before Django settings load, so read .env here
+# too: the broker must be the same one the web process publishes to.
+env = environ.Env()
+environ.Env.read_env(Path(__file__).resolve().parent / ".env", overwrite=False)
+
+broker_url = env.str("CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")
 broker_connection_retry_on_startup = True
 # Without confirms a publish can be dropped silently when the broker is under resource
 # pressure (celery#5410); quorum queues require them.
@@ -68,6 +74,9 @@ dead_letter_queues = (
     ),
 )
 
+# A worker started on a queue name that is not declared here fails at once, instead of
+# creating a classic queue that would clash with the quorum declaration later.
+task_create_missing_queues = False
 task_default_queue = PLANNING_QUEUE
 task_default_exchange = NOTIFY_EXCHANGE.name
 task_default_exchange_type = "topic"

@@ -157,12 +157,6 @@ SPECTACULAR_SETTINGS = {
         "DeliveryStateEnum": "notifier.notifications.models.DeliveryState",
         "AcceptedStatusEnum": [("queued", "Queued"), ("scheduled", "Scheduled")],
     },
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {
-            "ApiKey": {"type": "http", "scheme": "bearer", "description": "A notifier API key."}
-        }
-    },
-    "SECURITY": [{"ApiKey": []}],
 }
 
 LOGGING = {
