@@ -83,3 +83,12 @@ task_default_exchange_type = "topic"
 task_default_routing_key = PLANNING_QUEUE
 
 beat_scheduler = "django_celery_beat.schedulers:DatabaseScheduler"
+# Beat only ticks; the work and its schedule state live in PostgreSQL. Each entry expires
+# after its interval, so a backlog of ticks never piles up behind a stopped worker.
+beat_schedule = {
+    "purge-idempotency-records": {
+        "task": "notify.maintenance.purge_idempotency_records",
+        "schedule": 3600.0,
+        "options": {"expires": 3600},
+    },
+}

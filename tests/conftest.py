@@ -13,7 +13,7 @@ from tests.factories import NotificationTypeFactory, TenantFactory, client_for, 
 
 @pytest.fixture
 def tenant(db: None) -> Tenant:
-    return TenantFactory()
+    return TenantFactory.create()
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def client(tenant: Tenant) -> APIClient:
 @pytest.fixture
 def order_shipped(tenant: Tenant) -> NotificationType:
     """A type with published email and push templates needing ``order_id``."""
-    notification_type = NotificationTypeFactory(
+    notification_type = NotificationTypeFactory.create(
         tenant=tenant, key="order_shipped", default_channels=[Channel.PUSH, Channel.EMAIL]
     )
     for channel in (Channel.EMAIL, Channel.PUSH):

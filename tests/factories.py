@@ -15,14 +15,14 @@ from notifier.tenancy.models import Scope, Tenant
 from notifier.tenancy.services import issue_api_key
 
 
-class TenantFactory(factory.django.DjangoModelFactory):
+class TenantFactory(factory.django.DjangoModelFactory[Tenant]):
     class Meta:
         model = Tenant
 
     name = factory.Sequence(lambda n: f"tenant-{n}")
 
 
-class RecipientFactory(factory.django.DjangoModelFactory):
+class RecipientFactory(factory.django.DjangoModelFactory[Recipient]):
     class Meta:
         model = Recipient
 
@@ -34,7 +34,7 @@ class RecipientFactory(factory.django.DjangoModelFactory):
     locale = "en"
 
 
-class NotificationTypeFactory(factory.django.DjangoModelFactory):
+class NotificationTypeFactory(factory.django.DjangoModelFactory[NotificationType]):
     class Meta:
         model = NotificationType
 
@@ -77,7 +77,7 @@ def published_template(
         body=body,
         html=html,
         variables=variables,
-        sample_vars=sample_vars if sample_vars is not None else {v: "x" for v in variables},
+        sample_vars=sample_vars if sample_vars is not None else dict.fromkeys(variables, "x"),
     )
     content_services.publish_template(template=template)
     return template

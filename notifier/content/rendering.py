@@ -5,57 +5,57 @@ sides are untrusted. Three layers keep rendering safe:
 
 1. **At save time** ``check_source`` parses the template and refuses anything a notification
    does not need: attributes or keys starting with ``_`` (the way to ``__class__`` and
-   ``__globals__``), names that are not declared variables (``settings``, ``config``,
-   ``self``), ``include``/``extends``/``import``/macros, the power operator, filters outside
-   an allowlist and loops nested more than two deep.
-2. **At render time** ``ImmutableSandboxedEnvironment`` blocks unsafe attribute access and
-   mutation of the caller's data, ``StrictUndefined`` turns a missing variable into an error
-   instead of an empty string, and ``*`` is checked so ``"x" * 10**9`` cannot exhaust memory.
+   ``__globals__``), ``str.format`` (whose format string reaches attributes where no check
+   can see them), calls other than a few read-only methods, names that are not declared
+   variables (``settings``, ``config``) and ``self``, ``include``/``extends``/``import``/
+   macros, the block forms of ``filter`` and ``set``, the power operator, filters and tests
+   outside an allowlist, recursive loops and loops nested more than two deep.
+2. **At render time** the environment in ``content.sandbox`` blocks unsafe attribute access,
+   mutation of the caller's data and calls outside a few methods; ``StrictUndefined`` turns
+   a missing variable into an error instead of an empty string; no value a template builds
+   may pass ``MAX_VALUE_LENGTH`` characters (``"x" * 10**9`` fails before allocating); loops
+   have a budget, and a render has a deadline.
 3. **Output** is capped per part, and HTML parts are autoescaped.
 """
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import (
-    StrictUndefined,
-    TemplateError,
-    TemplateSyntaxError,
-    UndefinedError,
-    meta,
-    nodes,
-)
+from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-ALLOWED_FILTERS = frozenset(
-    {
-        "abs", "capitalize", "center", "default", "d", "e", "escape", "first", "float",
-        "format", "int", "join", "last", "length", "count", "list", "lower", "replace",
-        "round", "safe", "sort", "string", "striptags", "sum", "title", "trim", "truncate",
-        "unique", "upper", "urlencode", "wordcount", "wordwrap", "min", "max", "reverse",
-        "dictsort", "indent", "batch", "slice", "tojson",
-    }
-)  # fmt: skip
-FORBIDDEN_NODES: tuple[type[nodes.Node], ...] = (
-    nodes.Extends,
-    nodes.Include,
-    nodes.Import,
-    nodes.FromImport,
-    nodes.Macro,
-    nodes.CallBlock,
-    nodes.Block,
-    nodes.Pow,
-    nodes.Scope,
-    nodes.EvalContextModifier,
+from notifier.content.sandbox import (
+    ALLOWED_FILTERS,
+    ALLOWED_TESTS,
+    CALLABLE_METHODS,
+    compile_template,
+    environment,
+    render_budget,
 )
+
+# str.format and format_map read "{0.__class__}" inside a string, out of check_source's
+# sight; the sandbox would stop that while rendering, but refusing them on save tells the
+# author at once.
+FORMAT_METHODS = frozenset({"format", "format_map"})
+FORBIDDEN_NODES: dict[type[nodes.Node], str] = {
+    nodes.Extends: "{% extends %}",
+    nodes.Include: "{% include %}",
+    nodes.Import: "{% import %}",
+    nodes.FromImport: "{% from ... import %}",
+    nodes.Macro: "{% macro %}",
+    nodes.CallBlock: "{% call %}",
+    nodes.Block: "{% block %}",
+    # The block forms collect their whole body in memory before the output cap sees it.
+    nodes.FilterBlock: "{% filter %}",
+    nodes.AssignBlock: "{% set %}...{% endset %}",
+    nodes.Scope: "a scoped block",
+    nodes.EvalContextModifier: "{% autoescape %}",
+    nodes.Pow: "the ** operator",
+}
 MAX_LOOP_DEPTH = 2
-# Largest string or list a single ``*`` may build while rendering.
-MAX_PRODUCT_LENGTH = 100_000
 # Largest rendered part, in characters.
 MAX_OUTPUT = {"subject": 1_000, "body": 100_000, "html": 1_000_000}
 
@@ -90,62 +90,26 @@ class RenderedMessage:
     html: str
 
 
-class _NotifierSandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*"})
-
-    def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
-        if operator_name == "*":
-            for seq, times in ((left, right), (right, left)):
-                sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
-                if sized and len(seq) * times > MAX_PRODUCT_LENGTH:
-                    raise SecurityError("multiplication result would be too large")
-            return operator.mul(left, right)
-        return super().call_binop(context, operator_name, left, right)
-
-
-def _environment(*, autoescape: bool) -> _NotifierSandbox:
-    env = _NotifierSandbox(
-        autoescape=autoescape, undefined=StrictUndefined, auto_reload=False, cache_size=400
-    )
-    env.globals.clear()  # no range, lipsum, cycler, joiner, namespace, dict
-    env.filters = {name: env.filters[name] for name in ALLOWED_FILTERS if name in env.filters}
-    env.tests = {name: env.tests[name] for name in ("defined", "none", "number", "string")}
-    return env
-
-
-_TEXT_ENV = _environment(autoescape=False)
-_HTML_ENV = _environment(autoescape=True)
-
-
 def check_source(source: str, *, declared: Iterable[str], html: bool = False) -> None:
     """Raise ``TemplateRejected`` if ``source`` breaks a rule; see the module docstring."""
-    env = _HTML_ENV if html else _TEXT_ENV
     try:
-        ast = env.parse(source)
+        ast = environment(html=html).parse(source)
     except TemplateSyntaxError as exc:
         raise TemplateRejected([f"syntax error on line {exc.lineno}: {exc.message}"]) from exc
 
-    problems: list[str] = []
-    for node in ast.find_all(FORBIDDEN_NODES):
-        problems.append(f"'{_describe(node)}' is not allowed in notification templates")
-    accessed = [node.attr for node in ast.find_all(nodes.Getattr)]
-    accessed += [_const(node.arg) for node in ast.find_all(nodes.Getitem)]
-    for attr in accessed:
-        if isinstance(attr, str) and attr.startswith("_"):
-            problems.append(f"access to '{attr}' is not allowed")
-    for node in ast.find_all(nodes.Filter):
-        if node.name not in ALLOWED_FILTERS:
-            problems.append(f"filter '{node.name}' is not allowed")
-    for node in ast.find_all(nodes.Test):
-        if node.name not in env.tests:
-            problems.append(f"test '{node.name}' is not allowed")
-    if _loop_depth(ast) > MAX_LOOP_DEPTH:
-        problems.append(f"loops may be nested at most {MAX_LOOP_DEPTH} deep")
-    undeclared = sorted(meta.find_undeclared_variables(ast) - set(declared))
+    problems = _broken_rules(ast)
+    try:
+        undeclared = sorted(meta.find_undeclared_variables(ast) - set(declared))
+    except TemplateSyntaxError as exc:
+        # Finding variables compiles the template, which fails on an unknown filter or test;
+        # those are named above already. Anything else is an error of its own.
+        if not problems:
+            problems.append(f"syntax error on line {exc.lineno}: {exc.message}")
+        undeclared = []
     if undeclared:
         problems.append("undeclared variables: " + ", ".join(undeclared))
     if problems:
-        raise TemplateRejected(sorted(set(problems), key=problems.index))
+        raise TemplateRejected(list(dict.fromkeys(problems)))
 
 
 def render_message(
@@ -162,33 +126,62 @@ def render_message(
     )
 
 
-def _render_part(part: str, source: str, variables: Mapping[str, Any], *, html: bool) -> str:
-    if not source:
-        return ""
-    env = _HTML_ENV if html else _TEXT_ENV
-    limit = MAX_OUTPUT[part]
-    try:
-        template = env.from_string(source)
-        return _bounded_join(template.generate(dict(variables)), limit, part)
-    except UndefinedError as exc:
-        raise TemplateRenderError(f"{part}: {exc.message}") from exc
-    except SecurityError as exc:
-        raise TemplateRenderError(f"{part}: {exc}") from exc
-    except TemplateError as exc:
-        raise TemplateRenderError(f"{part}: {exc.message or type(exc).__name__}") from exc
-    except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
-        raise TemplateRenderError(f"{part}: {type(exc).__name__}: {exc}") from exc
+def _broken_rules(ast: nodes.Template) -> list[str]:
+    problems = [
+        f"{_describe(node)} is not allowed in notification templates"
+        for node in ast.find_all(tuple(FORBIDDEN_NODES))
+    ]
+    for name in _accessed_names(ast):
+        if name.startswith("_"):
+            problems.append(f"access to '{name}' is not allowed")
+        elif name in FORMAT_METHODS:
+            problems.append(f"'{name}' is not allowed: use ~ to join text, or the format filter")
+    for call in ast.find_all(nodes.Call):
+        callee = _name_of(call.node)
+        if callee is None:
+            problems.append("calling a computed name is not allowed; use a filter instead")
+        elif callee not in CALLABLE_METHODS | FORMAT_METHODS:
+            problems.append(f"calling '{callee}()' is not allowed; use a filter instead")
+    problems += [
+        f"filter '{node.name}' is not allowed"
+        for node in ast.find_all(nodes.Filter)
+        if node.name not in ALLOWED_FILTERS
+    ]
+    problems += [
+        f"test '{node.name}' is not allowed"
+        for node in ast.find_all(nodes.Test)
+        if node.name not in ALLOWED_TESTS
+    ]
+    # Jinja binds ``self`` to the template itself whatever the variables say.
+    if any(node.name == "self" for node in ast.find_all(nodes.Name)):
+        problems.append("'self' is not allowed in notification templates")
+    if any(node.recursive for node in ast.find_all(nodes.For)):
+        problems.append("recursive loops are not allowed")
+    if _loop_depth(ast) > MAX_LOOP_DEPTH:
+        problems.append(f"loops may be nested at most {MAX_LOOP_DEPTH} deep")
+    return problems
 
 
-def _bounded_join(chunks: Iterator[str], limit: int, part: str) -> str:
-    out: list[str] = []
-    size = 0
-    for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise TemplateRenderError(f"{part}: rendered output exceeds {limit} characters")
-        out.append(chunk)
-    return "".join(out).strip()
+def _accessed_names(ast: nodes.Template) -> Iterator[str]:
+    """Attribute and key names read by ``x.name``, ``x['name']`` and ``attribute='a.b'``."""
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        name = _name_of(node)
+        if name is not None:
+            yield name
+    for node in ast.find_all(nodes.Filter):
+        for keyword in node.kwargs:
+            path = _const(keyword.value)
+            if keyword.key == "attribute" and isinstance(path, str):
+                yield from path.split(".")
+
+
+def _name_of(node: nodes.Node) -> str | None:
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    if isinstance(node, nodes.Getitem):
+        key = _const(node.arg)
+        return key if isinstance(key, str) else None
+    return node.name if isinstance(node, nodes.Name) else None
 
 
 def _loop_depth(node: nodes.Node, depth: int = 0) -> int:
@@ -204,6 +197,30 @@ def _const(node: nodes.Node) -> Any:
 
 
 def _describe(node: nodes.Node) -> str:
-    if isinstance(node, nodes.Pow):
-        return "**"
-    return type(node).__name__.lower()
+    return next(what for kind, what in FORBIDDEN_NODES.items() if isinstance(node, kind))
+
+
+def _render_part(part: str, source: str, variables: Mapping[str, Any], *, html: bool) -> str:
+    if not source:
+        return ""
+    try:
+        with render_budget():
+            template = compile_template(source, html=html)
+            return _bounded_join(template.generate(dict(variables)), MAX_OUTPUT[part])
+    except UndefinedError as exc:
+        raise TemplateRenderError(f"{part}: {exc.message}") from exc
+    except TemplateError as exc:
+        raise TemplateRenderError(f"{part}: {exc.message or type(exc).__name__}") from exc
+    except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
+        raise TemplateRenderError(f"{part}: {type(exc).__name__}: {exc}") from exc
+
+
+def _bounded_join(chunks: Iterator[str], limit: int) -> str:
+    out: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise SecurityError(f"rendered output exceeds {limit} characters")
+        out.append(chunk)
+    return "".join(out).strip()

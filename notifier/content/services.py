@@ -159,6 +159,27 @@ def publish_template(*, template: Template) -> TemplateVersion:
     return version
 
 
+@transaction.atomic
+def create_notification_type(
+    *,
+    tenant: Tenant,
+    key: str,
+    category: str,
+    default_channels: Iterable[str],
+    default_priority: str,
+    name: str = "",
+) -> NotificationType:
+    """Create a type; a key the tenant already uses raises ``IntegrityError``."""
+    return NotificationType.objects.create(
+        tenant=tenant,
+        key=key,
+        category=category,
+        default_channels=list(default_channels),
+        default_priority=default_priority,
+        name=name,
+    )
+
+
 def upsert_notification_type(
     *,
     tenant: Tenant,

@@ -105,10 +105,24 @@ def _validation_body(exc: exceptions.ValidationError) -> dict[str, Any]:
             parts.insert(0, "; ".join(_flatten(non_field)))
         body = error_body("invalid_fields", "Invalid request: " + " | ".join(parts) + ".")
         if fields:
-            body["fields"] = fields
+            # The documented shape is {field: [why, ...]}: errors of list items and nested
+            # objects become "<index or key>: <why>" strings under their top-level field.
+            body["fields"] = {name: _field_messages(msgs) for name, msgs in fields.items()}
         return body
     messages = _flatten(_stringify(detail))
     return error_body("invalid_fields", "Invalid request: " + "; ".join(messages) + ".")
+
+
+def _field_messages(value: Any) -> list[str]:
+    if isinstance(value, Mapping):
+        return [
+            message if key == "non_field_errors" else f"{key}: {message}"
+            for key, item in value.items()
+            for message in _field_messages(item)
+        ]
+    if isinstance(value, list):
+        return [message for item in value for message in _field_messages(item)]
+    return [str(value)]
 
 
 def _flatten(value: Any) -> list[str]:

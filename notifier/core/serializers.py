@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -37,6 +39,26 @@ class StrictSerializer(serializers.Serializer):
         if errors:
             raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
+
+
+def _require_string(data: Any) -> str:
+    if not isinstance(data, str):
+        raise serializers.ValidationError("Must be a string.", code="invalid")
+    return data
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string only: DRF's ``CharField`` would also turn ``42`` into ``"42"``."""
+
+    def to_internal_value(self, data: Any) -> str:
+        return super().to_internal_value(_require_string(data))
+
+
+class StrictSlugField(serializers.SlugField):
+    """A slug given as a JSON string only (DRF's ``SlugField`` also takes numbers)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        return super().to_internal_value(_require_string(data))
 
 
 class SafeCharField(serializers.CharField):
@@ -76,6 +98,28 @@ class StrictBooleanField(serializers.BooleanField):
         if not isinstance(data, bool):
             raise serializers.ValidationError("Must be true or false.", code="invalid")
         return data
+
+
+class UniqueListField(serializers.ListField):
+    """A list whose items must differ; documented with ``uniqueItems``."""
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        values: list[Any] = super().to_internal_value(data)
+        repeated = sorted(str(value) for value, n in Counter(values).items() if n > 1)
+        if repeated:
+            raise serializers.ValidationError(
+                f"Each value may appear once; repeated: {', '.join(repeated[:10])}.",
+                code="not_unique",
+            )
+        return values
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {}})
+class JSONObjectField(serializers.JSONField):
+    """A JSON document that must be an object; the serializer's ``validate_<field>`` checks it.
+
+    Documented as an object: a bare ``serializers.JSONField`` is documented as any value.
+    """
 
 
 class ErrorSerializer(serializers.Serializer):

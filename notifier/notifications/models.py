@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import HashIndex
 from django.db import models
 
 from notifier.content.models import NotificationType, TemplateVersion
@@ -53,7 +54,11 @@ class Notification(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["tenant", "-created_at"], name="notification_recent")]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"], name="notification_recent"),
+            # The admin lists all tenants' notifications newest first.
+            models.Index(fields=["-created_at"], name="notification_created"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.notification_type.key} {self.id}"
@@ -84,7 +89,9 @@ class NotificationRecipient(models.Model):
             # GET /users/{user_id}/notifications: newest first, per tenant.
             models.Index(
                 fields=["tenant", "user_id", "-created_at"], name="notif_recipient_history"
-            )
+            ),
+            # Admin search by user_id across tenants.
+            models.Index(fields=["user_id"], name="notif_recipient_user_id"),
         ]
 
     def __str__(self) -> str:
@@ -164,6 +171,15 @@ class Delivery(models.Model):
                 name="delivery_leased",
             ),
             models.Index(fields=["provider", "provider_message_id"], name="delivery_provider_id"),
+            # Support searches by user id or address ("why didn't ada@… get it?"). A hash
+            # index, because a push token or web push URL may exceed a btree entry's limit.
+            models.Index(fields=["user_id"], name="delivery_user_id"),
+            HashIndex(fields=["destination"], name="delivery_destination"),
+            models.Index(
+                fields=["-failed_at"],
+                condition=models.Q(state__in=["failed", "bounced", "unknown"]),
+                name="delivery_failed_recent",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -106,6 +106,23 @@ def accept_notification(
     return SendOutcome(202, body, replayed=False)
 
 
+def purge_expired_idempotency_records(*, now: datetime, batch_size: int = 10_000) -> int:
+    """Delete idempotency records past their expiry, in batches; returns how many.
+
+    Batches keep each delete's locks and WAL small while the API keeps inserting.
+    """
+    purged = 0
+    while True:
+        batch = list(
+            IdempotencyRecord.objects.filter(expires_at__lte=now).values_list("pk", flat=True)[
+                :batch_size
+            ]
+        )
+        if not batch:
+            return purged
+        purged += IdempotencyRecord.objects.filter(pk__in=batch, expires_at__lte=now).delete()[0]
+
+
 def _claim_idempotency_key(*, tenant: Tenant, key: str, now: datetime) -> IdempotencyRecord | None:
     """Lock the key for this transaction; return its live stored outcome, if any."""
     if not idempotency.try_lock_key(tenant_id=tenant.pk, key=key):
@@ -135,7 +152,17 @@ def _create_notification(
     scheduled_at, expires_at = _check_times(request, now)
     wanted = list(request.channels or notification_type.default_channels)
     versions = _published_versions(notification_type, request.template_variant, wanted)
-    channels = [channel for channel in wanted if channel in {v.template.channel for v in versions}]
+    available = {version.template.channel for version in versions}
+    channels = [channel for channel in wanted if channel in available]
+    if request.channels is not None and len(channels) < len(wanted):
+        # Channels the caller named must all be sendable; type defaults may skip a channel
+        # that has no template for this variant.
+        missing = [channel for channel in wanted if channel not in available]
+        raise BusinessRuleViolation(
+            f"No published template '{request.template_variant}' for "
+            f"'{notification_type.key}' on channels {', '.join(missing)}.",
+            code="unknown_template",
+        )
     if not channels:
         raise BusinessRuleViolation(
             f"No published template '{request.template_variant}' for "

@@ -31,6 +31,8 @@ class Recipient(models.Model):
             # Support staff search by address (admin), case-insensitively for email.
             models.Index(Upper("email"), name="recipient_email_upper"),
             models.Index(fields=["phone"], name="recipient_phone"),
+            # Admin search by user_id across tenants.
+            models.Index(fields=["user_id"], name="recipient_user_id"),
             GinIndex(fields=["attributes"], name="recipient_attributes_gin"),
         ]
 

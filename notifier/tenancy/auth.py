@@ -81,9 +81,13 @@ class HasScope(permissions.BasePermission):
         if not isinstance(principal, ApiPrincipal):
             raise exceptions.NotAuthenticated("Missing 'Authorization: Bearer <api key>' header.")
         required: dict[str, str] = getattr(view, "required_scopes", {})
-        scope = required.get(request.method or "")
+        method = request.method or ""
+        # HEAD is GET without the body, so it needs what GET needs.
+        scope = required.get("GET" if method == "HEAD" else method)
         if scope is None:
-            return request.method == "OPTIONS"
+            # A method the view does not implement passes, so DRF answers 405 with ``Allow``
+            # instead of a misleading 403; an implemented method without a scope is refused.
+            return method == "OPTIONS" or not hasattr(view, method.lower())
         if scope not in principal.scopes:
             self.message = f"This endpoint requires an API key with the '{scope}' scope."
             return False

@@ -212,7 +212,7 @@ class TestIdempotency:
 
     def test_keys_are_per_tenant(self, client: APIClient, order_shipped: NotificationType) -> None:
         # given another tenant with the same type, using the same key
-        other: Tenant = TenantFactory()
+        other = TenantFactory.create()
         other_type = NotificationType.objects.get(pk=order_shipped.pk)
         other_type.pk = None
         other_type.tenant = other
@@ -285,3 +285,19 @@ def test_twenty_identical_concurrent_requests_create_one_notification(
     assert all(body["notification_id"] == notification_id for s, body in results if s == 202)
     assert all(body["code"] == "idempotency_in_flight" for s, body in results if s == 409)
     assert OutboxMessage.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_named_channel_without_a_template_is_refused_not_dropped(
+    client: APIClient, order_shipped: NotificationType
+) -> None:
+    # given order_shipped has email and push templates but none for SMS
+
+    # when the caller asks for email and SMS explicitly
+    response = client.post(URL, send_body(channels=["email", "sms"]), format="json")
+
+    # then nothing is accepted, and the answer names the channel
+    assert response.status_code == 422
+    assert response.json()["code"] == "unknown_template"
+    assert "sms" in response.json()["detail"]
+    assert not Notification.objects.exists()

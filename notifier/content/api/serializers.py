@@ -7,7 +7,14 @@ from typing import Any
 from rest_framework import serializers
 
 from notifier.core.enums import Category, Channel, Priority
-from notifier.core.serializers import SafeCharField, StrictSerializer
+from notifier.core.serializers import (
+    JSONObjectField,
+    SafeCharField,
+    StrictCharField,
+    StrictSerializer,
+    StrictSlugField,
+    UniqueListField,
+)
 from notifier.core.validation import check_json_document, check_locale
 
 MAX_SAMPLE_VARS_BYTES = 65_536
@@ -15,20 +22,15 @@ MAX_TEMPLATE_TEXT = 200_000
 
 
 class NotificationTypeSerializer(StrictSerializer):
-    key = serializers.SlugField(max_length=100)
+    key = StrictSlugField(max_length=100)
     name = SafeCharField(max_length=200, required=False, allow_blank=True, default="")
     category = serializers.ChoiceField(choices=Category.choices)
     default_priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
-    default_channels = serializers.ListField(
+    default_channels = UniqueListField(
         child=serializers.ChoiceField(choices=Channel.choices), min_length=1, max_length=3
     )
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
-
-    def validate_default_channels(self, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise serializers.ValidationError("Each channel may appear once.")
-        return value
 
 
 class TemplateContentSerializer(StrictSerializer):
@@ -39,21 +41,21 @@ class TemplateContentSerializer(StrictSerializer):
     channel = serializers.ChoiceField(choices=Channel.choices, read_only=True)
     locale = serializers.CharField(read_only=True)
     variant = serializers.SlugField(read_only=True)
-    subject = serializers.CharField(
+    subject = StrictCharField(
         max_length=2000,
         required=False,
         allow_blank=True,
         trim_whitespace=False,
         help_text="Email subject or push title (Jinja2)",
     )
-    body = serializers.CharField(
+    body = StrictCharField(
         max_length=MAX_TEMPLATE_TEXT,
         required=False,
         allow_blank=True,
         trim_whitespace=False,
         help_text="SMS text, push body or email plain-text part (Jinja2)",
     )
-    html = serializers.CharField(
+    html = StrictCharField(
         max_length=MAX_TEMPLATE_TEXT,
         required=False,
         allow_blank=True,
@@ -61,12 +63,12 @@ class TemplateContentSerializer(StrictSerializer):
         help_text="Email HTML part (Jinja2, autoescaped)",
     )
     variables = serializers.ListField(
-        child=serializers.CharField(max_length=100),
+        child=StrictCharField(max_length=100),
         required=False,
         max_length=100,
         help_text="Variables the template uses; a send must provide each.",
     )
-    sample_vars = serializers.JSONField(
+    sample_vars = JSONObjectField(
         required=False, help_text="Values for previews and the test render at publish"
     )
     published_version = serializers.IntegerField(
@@ -82,11 +84,11 @@ class TemplateContentSerializer(StrictSerializer):
 class TemplateSerializer(TemplateContentSerializer):
     """A whole template, as created with ``POST``."""
 
-    notification_type = serializers.SlugField(max_length=100)
+    notification_type = StrictSlugField(max_length=100)
     channel = serializers.ChoiceField(choices=Channel.choices)
     locale = SafeCharField(max_length=35, default="en")
-    variant = serializers.SlugField(max_length=64, default="default")
-    body = serializers.CharField(
+    variant = StrictSlugField(max_length=64, default="default")
+    body = StrictCharField(
         max_length=MAX_TEMPLATE_TEXT,
         allow_blank=True,
         trim_whitespace=False,
@@ -107,9 +109,7 @@ class TemplateVersionSerializer(serializers.Serializer):
 
 
 class PreviewRequestSerializer(StrictSerializer):
-    template_vars = serializers.JSONField(
-        required=False, help_text="Default: the template's sample_vars"
-    )
+    template_vars = JSONObjectField(required=False, help_text="Default: the template's sample_vars")
 
     def validate_template_vars(self, value: Any) -> Any:
         return check_json_document(value, max_bytes=MAX_SAMPLE_VARS_BYTES, name="template_vars")

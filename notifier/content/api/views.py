@@ -110,12 +110,14 @@ class NotificationTypeCollectionView(APIView):
     def post(self, request: Request) -> Response:
         serializer = NotificationTypeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        tenant = tenant_of(request)
-        if NotificationType.objects.filter(tenant=tenant, key=serializer.validated_data["key"]):
-            raise Conflict("A notification type with this key exists.", code="already_exists")
-        notification_type = services.upsert_notification_type(
-            tenant=tenant, **serializer.validated_data
-        )
+        try:
+            notification_type = services.create_notification_type(
+                tenant=tenant_of(request), **serializer.validated_data
+            )
+        except IntegrityError as exc:
+            raise Conflict(
+                "A notification type with this key exists.", code="already_exists"
+            ) from exc
         return Response(
             NotificationTypeSerializer(notification_type).data, status=status.HTTP_201_CREATED
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +9,14 @@ from django.conf import settings
 from rest_framework import serializers
 
 from notifier.core.enums import Channel, Priority
-from notifier.core.serializers import HeaderSafeCharField, SafeCharField, StrictSerializer
+from notifier.core.serializers import (
+    HeaderSafeCharField,
+    JSONObjectField,
+    SafeCharField,
+    StrictSerializer,
+    StrictSlugField,
+    UniqueListField,
+)
 from notifier.core.validation import check_json_document, check_user_id
 from notifier.notifications.models import DeliveryState, NotificationStatus
 
@@ -38,49 +44,39 @@ class SendNotificationSerializer(StrictSerializer):
         required=False,
         help_text="Idempotency key (the Idempotency-Key header works too).",
     )
-    user_ids = serializers.ListField(
+    user_ids = UniqueListField(
         child=SafeCharField(max_length=255),
         min_length=1,
         max_length=settings.NOTIFIER_MAX_USERS_PER_REQUEST,
         help_text="Your ids of the users to notify, 1 to 1000, each once.",
     )
-    notification_type = serializers.SlugField(max_length=100)
+    notification_type = StrictSlugField(max_length=100)
     priority = serializers.ChoiceField(
         choices=Priority.choices, required=False, help_text="Default: the type's priority."
     )
-    channels = serializers.ListField(
+    channels = UniqueListField(
         child=serializers.ChoiceField(choices=Channel.choices),
         min_length=1,
         max_length=len(Channel.choices),
         required=False,
         help_text="Default: the user's preferences and the type's default channels.",
     )
-    template_id = serializers.SlugField(
+    template_id = StrictSlugField(
         max_length=64,
         required=False,
         default="default",
         help_text="Template variant to use for every channel; default 'default'.",
     )
-    template_vars = serializers.JSONField(required=False, default=dict)
+    template_vars = JSONObjectField(required=False, default=dict)
     scheduled_at = AwareDateTimeField(required=False, allow_null=True, default=None)
     expires_at = AwareDateTimeField(required=False, allow_null=True, default=None)
-    metadata = serializers.JSONField(
+    metadata = JSONObjectField(
         required=False, default=dict, help_text="Your own data, returned as given (≤ 4 KB)."
     )
 
     def validate_user_ids(self, value: list[str]) -> list[str]:
         for user_id in value:
             check_user_id(user_id)
-        duplicates = sorted(user_id for user_id, n in Counter(value).items() if n > 1)
-        if duplicates:
-            raise serializers.ValidationError(
-                f"Each user id may appear once; repeated: {', '.join(duplicates[:10])}."
-            )
-        return value
-
-    def validate_channels(self, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise serializers.ValidationError("Each channel may appear once.")
         return value
 
     def validate_template_vars(self, value: Any) -> Any:
@@ -126,7 +122,7 @@ class NotificationSummarySerializer(serializers.Serializer):
         child=serializers.ChoiceField(choices=Channel.choices)
     )
     template_id = serializers.CharField()
-    metadata = serializers.JSONField()
+    metadata = JSONObjectField()
     created_at = serializers.DateTimeField()
     scheduled_at = serializers.DateTimeField(allow_null=True)
     expires_at = serializers.DateTimeField(allow_null=True)

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from notifier.core.errors import ApiError, NotFound
-from notifier.core.openapi import error_responses
+from notifier.core.openapi import USER_ID_PARAMETER, error_responses
 from notifier.core.validation import path_user_id
 from notifier.notifications import idempotency, selectors, services
 from notifier.notifications.api.serializers import (
@@ -113,7 +113,7 @@ class UserHistoryView(APIView):
     @extend_schema(
         operation_id="list_user_notifications",
         summary="A user's notifications, newest first",
-        parameters=[HistoryQuerySerializer],
+        parameters=[USER_ID_PARAMETER, HistoryQuerySerializer],
         responses={200: HistoryPageSerializer, **error_responses()},
         tags=["notifications"],
     )

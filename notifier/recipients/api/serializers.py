@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from channels.email import normalize_email
 from channels.errors import InvalidAddress
-from channels.push import normalize_token
+from channels.push import MAX_TOKEN_LENGTH, normalize_token
 from channels.sms import normalize_phone
 from notifier.core.enums import Channel
-from notifier.core.serializers import SafeCharField, StrictBooleanField, StrictSerializer
+from notifier.core.openapi import PUSH_TOKEN_PATTERN
+from notifier.core.serializers import (
+    JSONObjectField,
+    SafeCharField,
+    StrictBooleanField,
+    StrictSerializer,
+)
 from notifier.core.validation import check_json_document, check_locale, check_timezone
 from notifier.recipients.models import Platform, SuppressionReason
 from notifier.recipients.services import suppression_key
@@ -40,7 +48,7 @@ class RecipientSerializer(StrictSerializer):
     )
     timezone = SafeCharField(max_length=64, required=False, help_text="IANA, e.g. Europe/Paris")
     locale = SafeCharField(max_length=35, required=False, help_text="BCP 47, e.g. en or pt-BR")
-    attributes = serializers.JSONField(required=False, help_text="Your data, for segments")
+    attributes = JSONObjectField(required=False, help_text="Your data, for segments")
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
 
@@ -60,8 +68,13 @@ class RecipientSerializer(StrictSerializer):
         return check_json_document(value, max_bytes=MAX_ATTRIBUTES_BYTES, name="attributes")
 
 
+@extend_schema_field({"type": "string", "pattern": PUSH_TOKEN_PATTERN})
+class PushTokenField(SafeCharField):
+    """A push token as registered: printable ASCII, surrounding spaces ignored."""
+
+
 class DeviceSerializer(StrictSerializer):
-    token = SafeCharField(max_length=4096)
+    token = PushTokenField(max_length=MAX_TOKEN_LENGTH)
     platform = serializers.ChoiceField(choices=Platform.choices)
     app = SafeCharField(max_length=255, required=False, allow_blank=True, default="")
     active = serializers.BooleanField(read_only=True)
@@ -82,9 +95,29 @@ class ChannelSwitchesSerializer(StrictSerializer):
     sms = StrictBooleanField(required=False)
 
 
+CLOCK_TIME_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+@extend_schema_field({"type": "string", "pattern": CLOCK_TIME_PATTERN, "example": "22:00"})
+class ClockTimeField(serializers.TimeField):
+    """A time of day as ``HH:MM``, read and written alike.
+
+    DRF's ISO 8601 parsing would also take seconds (shown back truncated) and a UTC offset
+    (silently dropped, since quiet hours have their own time zone).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(format="%H:%M", input_formats=["%H:%M"], **kwargs)
+
+    def to_internal_value(self, value: Any) -> Any:
+        if not isinstance(value, str) or not re.fullmatch(CLOCK_TIME_PATTERN, value):
+            self.fail("invalid", format="HH:MM")
+        return super().to_internal_value(value)
+
+
 class QuietHoursSerializer(StrictSerializer):
-    start = serializers.TimeField(format="%H:%M", help_text="HH:MM in the given time zone")
-    end = serializers.TimeField(format="%H:%M", help_text="HH:MM; may be before start")
+    start = ClockTimeField(help_text="HH:MM in the given time zone")
+    end = ClockTimeField(help_text="HH:MM; may be before start")
     timezone = SafeCharField(max_length=64, help_text="IANA, e.g. America/New_York")
 
     def validate_timezone(self, value: str) -> str:

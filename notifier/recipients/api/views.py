@@ -11,8 +11,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from channels.errors import InvalidAddress
+from notifier.core.enums import Channel
 from notifier.core.errors import BusinessRuleViolation, NotFound
-from notifier.core.openapi import error_responses
+from notifier.core.openapi import USER_ID_PARAMETER, error_responses
 from notifier.core.validation import path_user_id
 from notifier.recipients import selectors, services
 from notifier.recipients.api.serializers import (
@@ -49,6 +50,7 @@ class UserView(APIView):
 
     @extend_schema(
         operation_id="get_user",
+        parameters=[USER_ID_PARAMETER],
         summary="A user's contact points and settings",
         responses={200: RecipientSerializer, **error_responses(404)},
         tags=["users"],
@@ -59,6 +61,7 @@ class UserView(APIView):
 
     @extend_schema(
         operation_id="upsert_user",
+        parameters=[USER_ID_PARAMETER],
         summary="Create or update a user",
         description="Creates the user (201) or updates the fields sent (200).",
         request=RecipientSerializer,
@@ -97,6 +100,7 @@ class DeviceCollectionView(APIView):
 
     @extend_schema(
         operation_id="list_devices",
+        parameters=[USER_ID_PARAMETER],
         summary="A user's push devices",
         responses={200: DeviceSerializer(many=True), **error_responses(404)},
         tags=["users"],
@@ -108,6 +112,7 @@ class DeviceCollectionView(APIView):
 
     @extend_schema(
         operation_id="register_device",
+        parameters=[USER_ID_PARAMETER],
         summary="Register a push token",
         description="Registers the token (201), or refreshes and reactivates it (200).",
         request=DeviceSerializer,
@@ -133,6 +138,7 @@ class DeviceCollectionView(APIView):
 
     @extend_schema(
         operation_id="unregister_device",
+        parameters=[USER_ID_PARAMETER],
         summary="Unregister a push token",
         request=DeviceTokenSerializer,
         responses={204: None, **error_responses(404)},
@@ -154,6 +160,7 @@ class PreferencesView(APIView):
 
     @extend_schema(
         operation_id="get_preferences",
+        parameters=[USER_ID_PARAMETER],
         summary="A user's notification preferences",
         responses={200: PreferencesSerializer, **error_responses(404)},
         examples=[OpenApiExample("preferences", value=PREFERENCES_EXAMPLE, response_only=True)],
@@ -165,6 +172,7 @@ class PreferencesView(APIView):
 
     @extend_schema(
         operation_id="replace_preferences",
+        parameters=[USER_ID_PARAMETER],
         summary="Replace a user's notification preferences",
         description=(
             "Replaces the whole document. A channel left out of `channels` or of a type is "
@@ -237,7 +245,10 @@ class SuppressionCollectionView(APIView):
             if "address" in params:
                 rows = rows.filter(address=_matching_key(params["channel"], params["address"]))
         elif "address" in params:
-            rows = rows.filter(address=params["address"])
+            # Stored addresses are matching keys (casefolded email, E.164): look for the key
+            # the address has on each channel, as the filtered branch above does for one.
+            keys = {_matching_key(channel, params["address"]) for channel in Channel.values}
+            rows = rows.filter(address__in=keys)
         offset = (params["page"] - 1) * params["limit"]
         page = rows[offset : offset + params["limit"]]
         return Response(SuppressionSerializer(page, many=True).data)
