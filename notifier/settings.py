@@ -124,9 +124,23 @@ NOTIFIER_CLOCK_SKEW = env.int("NOTIFIER_CLOCK_SKEW", default=300)
 # Health checks of the broker and Redis give up after this many seconds.
 NOTIFIER_HEALTH_TIMEOUT = env.float("NOTIFIER_HEALTH_TIMEOUT", default=2.0)
 
+# Default API quota per tenant (a token bucket in Redis): RATE requests per second with bursts
+# of BURST. Tenants may have their own (admin). NOTIFIER_API_RATE=0 turns the default off.
+NOTIFIER_API_RATE_LIMIT: dict[str, float] | None = (
+    {
+        "RATE": env.float("NOTIFIER_API_RATE", default=100.0),
+        "BURST": env.int("NOTIFIER_API_BURST", default=200),
+    }
+    if env.float("NOTIFIER_API_RATE", default=100.0) > 0
+    else None
+)
+# Namespace of the rate limiter's keys in Redis.
+NOTIFIER_RATE_LIMIT_PREFIX = env.str("NOTIFIER_RATE_LIMIT_PREFIX", default="notifier:ratelimit:")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["notifier.tenancy.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["notifier.tenancy.auth.HasScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["notifier.tenancy.throttling.TenantRateThrottle"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -9,6 +11,13 @@ from notifier.content.models import NotificationType
 from notifier.core.enums import Channel
 from notifier.tenancy.models import Tenant
 from tests.factories import NotificationTypeFactory, TenantFactory, client_for, published_template
+
+
+@pytest.fixture(autouse=True)
+def _no_default_api_quota(settings: Any) -> None:
+    """The suites send hundreds of requests per tenant within seconds; the API quota has tests
+    of its own (tests/api/test_quota.py) that set it explicitly."""
+    settings.NOTIFIER_API_RATE_LIMIT = None
 
 
 @pytest.fixture

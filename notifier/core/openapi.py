@@ -46,6 +46,7 @@ _DESCRIPTIONS = {
     409: "A request with the same idempotency key is still in flight; retry shortly.",
     413: "The request body is too large.",
     422: "Valid syntax, but the request cannot be carried out.",
+    429: "The tenant's API quota is spent; retry after `Retry-After` seconds.",
     503: "PostgreSQL is unavailable; nothing was accepted. Retry after `Retry-After` seconds.",
 }
 
@@ -53,9 +54,9 @@ _DESCRIPTIONS = {
 def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
     """The error responses ``statuses`` plus the ones every authenticated endpoint has.
 
-    413 is among them: the body limit is enforced by middleware for every request.
+    413 and 429 are among them: the body limit and the tenant's quota apply to every request.
     """
-    codes = sorted({400, 401, 403, 413, 503, *statuses})
+    codes = sorted({400, 401, 403, 413, 429, 503, *statuses})
     return {
         status: OpenApiResponse(
             response=ErrorSerializer,

@@ -43,7 +43,7 @@ class ApiKeyInline(admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ("name", "created_at")
+    list_display = ("name", "api_rate_limit", "api_burst", "created_at")
     search_fields = ("name",)
     ordering = ("name",)
     readonly_fields = ("created_at",)

@@ -14,6 +14,14 @@ class Scope(models.TextChoices):
 
 class Tenant(models.Model):
     name = models.CharField(max_length=100, unique=True)
+    api_rate_limit = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="API requests per second; empty means the NOTIFIER_API_RATE_LIMIT default.",
+    )
+    api_burst = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests allowed at once above the rate; empty: default."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
