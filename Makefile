@@ -47,10 +47,13 @@ run: demo
 	echo "  API docs:  http://127.0.0.1:$(PORT)/api/docs/"; \
 	echo "  Admin:     http://127.0.0.1:$(PORT)/admin/  (user 'admin', password printed above on first run)"; \
 	echo "  Health:    http://127.0.0.1:$(PORT)/readyz"; \
+	echo "  Sandbox:   every message the sandbox provider accepts is appended to var/sandbox/sent.jsonl"; \
 	echo "  Try:       curl -X POST http://127.0.0.1:$(PORT)/api/v1/notifications -H \"Authorization: Bearer $$KEY\" \\"; \
 	echo "               -H 'Content-Type: application/json' -d '{\"user_ids\": [\"user-1\"], \"notification_type\": \"order_shipped\", \"template_vars\": {\"order_id\": \"1042\", \"carrier\": \"UPS\", \"eta\": \"Tuesday\"}}'"; \
 	echo
-	NOTIFIER_PORT=$(PORT) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/honcho start -f Procfile
+	@mkdir -p var/sandbox
+	NOTIFIER_PORT=$(PORT) NOTIFIER_SANDBOX_RECORD_TO=$${NOTIFIER_SANDBOX_RECORD_TO:-$(CURDIR)/var/sandbox/sent.jsonl} \
+	  PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/honcho start -f Procfile
 
 test: services
 	$(PY) -m pytest

@@ -1,7 +1,7 @@
 """Celery configuration: broker, topology, serialization and worker defaults.
 
-Celery settings live here only, never in Django settings. Lane and channel queues arrive with
-the delivery pipeline; this file declares the planning queue and its dead letters.
+Celery settings live here only, never in Django settings. docs/architecture.md draws the
+topology: a planning queue, one queue per lane and channel, and a dead-letter queue.
 """
 
 from pathlib import Path
@@ -30,6 +30,9 @@ enable_utc = True
 # ack only after the task has run, and requeue when the worker process dies.
 task_acks_late = True
 task_reject_on_worker_lost = True
+# A task that raises is rejected, not acked, so its message dead-letters to notify.dead
+# (where it can be inspected and replayed) instead of vanishing.
+task_acks_on_failure = False
 # Provider calls are slow and uneven; prefetching more than one message would let a slow
 # task hold messages another worker could be sending.
 worker_prefetch_multiplier = 1
@@ -61,7 +64,22 @@ def quorum_queue(name: str) -> Queue:
 
 
 PLANNING_QUEUE = "notify.planning"
-task_queues = (quorum_queue(PLANNING_QUEUE),)
+# Lanes isolate urgency: each has its own queues and worker pool, so a bulk backlog never
+# sits in front of a critical message (SPEC guarantee 4). One queue per lane and channel
+# keeps a slow provider of one channel from holding up the others.
+LANES = ("critical", "transactional", "bulk")
+CHANNELS = ("push", "email", "sms")
+
+
+def delivery_queue_name(lane: str, channel: str) -> str:
+    return f"notify.{lane}.{channel}"
+
+
+task_queues = (
+    quorum_queue(PLANNING_QUEUE),
+    *(quorum_queue(delivery_queue_name(lane, ch)) for lane in LANES for ch in CHANNELS),
+)
+task_routes = ("notifier.notifications.routing.route_task",)
 # Dead letters are declared apart from task_queues: Celery binds every queue in task_queues
 # to its delayed-delivery exchange at start, which fails for a queue on the DLX.
 dead_letter_queues = (
@@ -86,6 +104,12 @@ beat_scheduler = "django_celery_beat.schedulers:DatabaseScheduler"
 # Beat only ticks; the work and its schedule state live in PostgreSQL. Each entry expires
 # after its interval, so a backlog of ticks never piles up behind a stopped worker.
 beat_schedule = {
+    "relay-outbox": {"task": "notify.outbox.relay", "schedule": 2.0, "options": {"expires": 2}},
+    "release-due-deliveries": {
+        "task": "notify.schedule.release_due",
+        "schedule": 5.0,
+        "options": {"expires": 5},
+    },
     "purge-idempotency-records": {
         "task": "notify.maintenance.purge_idempotency_records",
         "schedule": 3600.0,

@@ -121,6 +121,33 @@ NOTIFIER_MAX_SCHEDULE_AHEAD_DAYS = env.int("NOTIFIER_MAX_SCHEDULE_AHEAD_DAYS", d
 # Clock skew tolerated on client timestamps, in seconds: scheduled_at slightly in the past
 # means "now", further in the past is refused.
 NOTIFIER_CLOCK_SKEW = env.int("NOTIFIER_CLOCK_SKEW", default=300)
+# Publish an accepted notification right after its commit (the relay catches up otherwise).
+NOTIFIER_PUBLISH_ON_COMMIT = env.bool("NOTIFIER_PUBLISH_ON_COMMIT", default=True)
+# Seconds a worker owns a claimed delivery before another may take it over. Longer than any
+# provider call's timeout, so a live worker never loses its claim mid-send.
+NOTIFIER_DELIVERY_LEASE = env.int("NOTIFIER_DELIVERY_LEASE", default=60)
+# Attempts per delivery before it fails, by priority.
+NOTIFIER_MAX_ATTEMPTS = {"critical": 5, "high": 5, "normal": 4, "low": 3}
+# Retry backoff: full jitter over base * 2**attempt seconds, capped.
+NOTIFIER_RETRY_BASE = env.float("NOTIFIER_RETRY_BASE", default=5.0)
+NOTIFIER_RETRY_CAP = env.float("NOTIFIER_RETRY_CAP", default=600.0)
+# Delivery ids per task on the transactional and bulk lanes (critical sends one per task).
+NOTIFIER_DELIVERY_BATCH = env.int("NOTIFIER_DELIVERY_BATCH", default=50)
+# Providers per channel (channels.registry). Without credentials every channel uses the
+# in-process sandbox, which records what it accepts to NOTIFIER_SANDBOX_RECORD_TO if set.
+_SANDBOX = {
+    "DEFAULT": "sandbox",
+    "BACKENDS": {
+        "sandbox": {
+            "CLASS": "channels.providers.sandbox.SandboxProvider",
+            "OPTIONS": {
+                "RECORD_TO": env.str("NOTIFIER_SANDBOX_RECORD_TO", default=None),
+                "ATTEMPTS_TO": env.str("NOTIFIER_SANDBOX_ATTEMPTS_TO", default=None),
+            },
+        }
+    },
+}
+NOTIFIER_PROVIDERS = {"push": _SANDBOX, "email": _SANDBOX, "sms": _SANDBOX}
 # Health checks of the broker and Redis give up after this many seconds.
 NOTIFIER_HEALTH_TIMEOUT = env.float("NOTIFIER_HEALTH_TIMEOUT", default=2.0)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,7 +12,33 @@ from rest_framework.test import APIClient
 from notifier.content.models import NotificationType
 from notifier.core.enums import Channel
 from notifier.tenancy.models import Tenant
+from tests.brokers import PrivateRabbitMQ
 from tests.factories import NotificationTypeFactory, TenantFactory, client_for, published_template
+
+
+@pytest.fixture(scope="session", autouse=True)
+def rabbitmq() -> Iterator[PrivateRabbitMQ]:
+    """Every test talks to a private RabbitMQ node, never the machine's shared broker: the
+    in-process app, and any subprocess (web, workers) started with ``os.environ``."""
+    from django.conf import settings as django_settings
+
+    from notifier.celery import app
+
+    broker = PrivateRabbitMQ()
+    broker.start()
+    previous = os.environ.get("CELERY_BROKER_URL")
+    os.environ["CELERY_BROKER_URL"] = broker.url
+    django_settings.CELERY_BROKER_URL = broker.url
+    app.conf.update(broker_url=broker.url)
+    try:
+        yield broker
+    finally:
+        app.close()
+        if previous is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = previous
+        broker.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,14 @@
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class NotificationsConfig(AppConfig):
     name = "notifier.notifications"
     label = "notifications"
     verbose_name = "Notifications and deliveries"
+
+    def ready(self) -> None:
+        from channels.registry import registry
+
+        # Fails at start, naming the setting, when a provider is misconfigured.
+        registry.configure(settings.NOTIFIER_PROVIDERS)

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -15,7 +16,7 @@ from django.utils import timezone
 
 from notifier.content.models import NotificationType, TemplateVersion
 from notifier.core.errors import BusinessRuleViolation, Conflict
-from notifier.notifications import idempotency
+from notifier.notifications import idempotency, relay
 from notifier.notifications.models import (
     IdempotencyRecord,
     Notification,
@@ -26,8 +27,6 @@ from notifier.notifications.models import (
 from notifier.tenancy.models import Tenant
 
 logger = logging.getLogger(__name__)
-
-NOTIFICATION_ACCEPTED = "notification.accepted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,11 +203,14 @@ def _create_notification(
         for position, user_id in enumerate(request.user_ids)
     )
     # Ids only: a message on the broker never carries personal data (SPEC guarantee 2).
-    OutboxMessage.objects.create(
-        topic=NOTIFICATION_ACCEPTED,
+    outbox = OutboxMessage.objects.create(
+        topic=relay.NOTIFICATION_ACCEPTED,
         payload={"notification_id": str(notification.id)},
         available_at=scheduled_at if scheduled and scheduled_at else now,
     )
+    if not scheduled and settings.NOTIFIER_PUBLISH_ON_COMMIT:
+        # Low latency: publish right after the commit; the relay catches what this misses.
+        transaction.on_commit(partial(relay.publish_now, outbox.pk))
     return notification
 
 

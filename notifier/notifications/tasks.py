@@ -1,11 +1,72 @@
-"""Celery tasks of the notifications app. Thin: each makes one call into the services."""
+"""Celery tasks of the notifications app. Thin: each makes one call into the services.
+
+Tasks take ids and re-read their rows, so a redelivered message is harmless. Routing is the
+router's job (``routing.route_task``): a delivery task names its lane, never a queue.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
-from notifier.notifications import services
+from notifier.notifications import planning, relay, sending, services
+
+
+def enqueue(batches: Iterable[planning.Batch]) -> None:
+    for batch in batches:
+        DELIVER_TASKS[batch.channel].apply_async(
+            kwargs={"delivery_ids": batch.delivery_ids, "lane": batch.lane}
+        )
+
+
+@shared_task(name="notify.plan.notification")
+def plan_notification(notification_id: str) -> None:
+    enqueue(
+        planning.plan_notification(
+            notification_id=notification_id,  # type: ignore[arg-type]
+            now=timezone.now(),
+            batch_size=settings.NOTIFIER_DELIVERY_BATCH,
+        )
+    )
+
+
+@shared_task(name="notify.deliver.push")
+def deliver_push(delivery_ids: list[int], lane: str) -> dict[str, int]:
+    return sending.send_deliveries(delivery_ids=delivery_ids)
+
+
+@shared_task(name="notify.deliver.email")
+def deliver_email(delivery_ids: list[int], lane: str) -> dict[str, int]:
+    return sending.send_deliveries(delivery_ids=delivery_ids)
+
+
+@shared_task(name="notify.deliver.sms")
+def deliver_sms(delivery_ids: list[int], lane: str) -> dict[str, int]:
+    return sending.send_deliveries(delivery_ids=delivery_ids)
+
+
+DELIVER_TASKS = {"push": deliver_push, "email": deliver_email, "sms": deliver_sms}
+
+
+@shared_task(name="notify.schedule.release_due")
+def release_due_deliveries() -> None:
+    enqueue(
+        sending.release_due_deliveries(
+            now=timezone.now(), limit=5000, batch_size=settings.NOTIFIER_DELIVERY_BATCH
+        )
+    )
+
+
+@shared_task(name="notify.outbox.relay")
+def relay_outbox() -> int:
+    """Beat's safety net: publish due rows the on-commit path missed, and scheduled ones."""
+    total = 0
+    while published := relay.relay_outbox():
+        total += published
+    return total
 
 
 @shared_task(name="notify.maintenance.purge_idempotency_records")

@@ -32,7 +32,7 @@ USERS: list[dict[str, Any]] = [
     {
         "user_id": "user-2",
         "email": "grace@example.com",
-        "phone": "+447700900123",
+        "phone": "+447911123456",
         "timezone": "Europe/London",
         "locale": "en",
         "devices": [("android", "fcm-demo-token-user-2")],

@@ -1,0 +1,270 @@
+"""Planning: turn an accepted notification into deliveries, one per user × channel × address.
+
+For each user the channels are resolved (the request's, else the type's defaults), then each
+is checked against the user's preferences (type × channel, else channel), the suppression
+list and quiet hours. Every outcome is a delivery row with a state and a reason, so support
+can see why a channel was skipped. Rows are written in bulk, in the transaction that marks the
+notification planned: planning twice (a redelivered message) finds it planned and does nothing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from django.db import transaction
+
+from channels.errors import InvalidAddress
+from notifier.content.models import TemplateVersion
+from notifier.core.enums import Channel, Priority
+from notifier.notifications.models import (
+    Delivery,
+    DeliveryEvent,
+    DeliveryState,
+    Notification,
+    NotificationStatus,
+)
+from notifier.notifications.quiet_hours import QuietWindow, quiet_until
+from notifier.notifications.routing import lane_for
+from notifier.recipients.models import Recipient, Suppression
+from notifier.recipients.services import suppression_key
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Queued deliveries to enqueue together on one lane and channel."""
+
+    lane: str
+    channel: str
+    delivery_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    channel: str
+    destination: str
+    device_id: int | None
+
+
+def plan_notification(*, notification_id: UUID, now: datetime, batch_size: int) -> list[Batch]:
+    """Create the deliveries of a queued notification; return the batches to enqueue."""
+    with transaction.atomic():
+        notification = (
+            Notification.objects.select_for_update(of=("self",))
+            .select_related("notification_type")
+            .filter(pk=notification_id)
+            .first()
+        )
+        if notification is None or notification.status not in (
+            NotificationStatus.QUEUED,
+            NotificationStatus.SCHEDULED,
+        ):
+            return []  # already planned (a redelivered message), cancelled or gone
+        if notification.expires_at is not None and notification.expires_at <= now:
+            notification.status = NotificationStatus.EXPIRED
+            notification.save(update_fields=["status"])
+            return []
+        deliveries = _plan(notification, now)
+        for delivery in deliveries:
+            if delivery.state in (DeliveryState.FAILED, DeliveryState.SUPPRESSED):
+                delivery.failed_at = now
+        Delivery.objects.bulk_create(deliveries)
+        DeliveryEvent.objects.bulk_create(
+            DeliveryEvent(
+                delivery=d, state=d.state, code="planned", reason=d.reason, occurred_at=now
+            )
+            for d in deliveries
+        )
+        notification.status = NotificationStatus.PLANNED
+        notification.save(update_fields=["status"])
+
+    lane = lane_for(
+        priority=notification.priority, category=notification.notification_type.category
+    )
+    # Critical deliveries go one per task: each is sent the moment it arrives.
+    size = 1 if lane == "critical" else batch_size
+    by_channel: dict[str, list[int]] = defaultdict(list)
+    for delivery in deliveries:
+        if delivery.state == DeliveryState.QUEUED:
+            by_channel[delivery.channel].append(delivery.pk)
+    return [
+        Batch(lane=lane, channel=channel, delivery_ids=ids[start : start + size])
+        for channel, ids in by_channel.items()
+        for start in range(0, len(ids), size)
+    ]
+
+
+def _plan(notification: Notification, now: datetime) -> list[Delivery]:
+    user_ids = list(notification.recipients.order_by("position").values_list("user_id", flat=True))
+    recipients = {
+        r.user_id: r
+        for r in Recipient.objects.filter(tenant_id=notification.tenant_id, user_id__in=user_ids)
+        .select_related("quiet_hours")
+        .prefetch_related("devices", "channel_preferences", "type_preferences")
+    }
+    versions = _published_versions(notification)
+    targets = {
+        user_id: _targets(recipients[user_id], notification.channels)
+        for user_id in user_ids
+        if user_id in recipients
+    }
+    suppressed = _suppressed(notification, targets.values())
+
+    deliveries: list[Delivery] = []
+    for user_id in user_ids:
+        recipient = recipients.get(user_id)
+        if recipient is None:
+            deliveries += [
+                _delivery(notification, user_id, channel, DeliveryState.FAILED, "unknown user")
+                for channel in notification.channels
+            ]
+            continue
+        defer_until = _quiet_until(recipient, notification, now)
+        for channel in notification.channels:
+            reason = _opted_out(recipient, notification, channel)
+            channel_targets = [t for t in targets[user_id] if t.channel == channel]
+            if reason is None and not channel_targets:
+                reason = {
+                    Channel.EMAIL: "no email address",
+                    Channel.SMS: "no phone number",
+                    Channel.PUSH: "no active device",
+                }[Channel(channel)]
+            if reason is not None:
+                state = DeliveryState.SUPPRESSED if "opted out" in reason else DeliveryState.FAILED
+                deliveries.append(_delivery(notification, user_id, channel, state, reason))
+                continue
+            version = _version_for(versions, channel, recipient.locale)
+            for target in channel_targets:
+                delivery = _delivery(
+                    notification,
+                    user_id,
+                    channel,
+                    DeliveryState.QUEUED,
+                    "",
+                    recipient=recipient,
+                    target=target,
+                    version=version,
+                )
+                key = _key(target)
+                if key is None:
+                    delivery.state = DeliveryState.FAILED
+                    delivery.reason = f"invalid {channel} address"
+                elif (channel, key) in suppressed:
+                    delivery.state = DeliveryState.SUPPRESSED
+                    delivery.reason = "address is on the suppression list"
+                elif defer_until is not None:
+                    delivery.state = DeliveryState.DEFERRED
+                    delivery.reason = "quiet hours"
+                    delivery.next_attempt_at = defer_until
+                deliveries.append(delivery)
+    return deliveries
+
+
+def _delivery(
+    notification: Notification,
+    user_id: str,
+    channel: str,
+    state: str,
+    reason: str,
+    *,
+    recipient: Recipient | None = None,
+    target: _Target | None = None,
+    version: TemplateVersion | None = None,
+) -> Delivery:
+    return Delivery(
+        tenant_id=notification.tenant_id,
+        notification=notification,
+        recipient=recipient,
+        user_id=user_id,
+        channel=channel,
+        destination=target.destination if target else "",
+        device_id=target.device_id if target else None,
+        template_version=version,
+        state=state,
+        reason=reason,
+        expires_at=notification.expires_at,
+    )
+
+
+def _targets(recipient: Recipient, channels: Iterable[str]) -> list[_Target]:
+    targets: list[_Target] = []
+    for channel in channels:
+        if channel == Channel.EMAIL and recipient.email:
+            targets.append(_Target(channel, recipient.email, None))
+        elif channel == Channel.SMS and recipient.phone:
+            targets.append(_Target(channel, recipient.phone, None))
+        elif channel == Channel.PUSH:
+            targets += [
+                _Target(channel, device.token, device.pk)
+                for device in recipient.devices.all()
+                if device.active
+            ]
+    return targets
+
+
+def _key(target: _Target) -> str | None:
+    """The suppression key of the target's address; None if the stored address is invalid."""
+    try:
+        return suppression_key(channel=target.channel, address=target.destination)
+    except InvalidAddress:
+        return None
+
+
+def _suppressed(
+    notification: Notification, targets: Iterable[list[_Target]]
+) -> set[tuple[str, str]]:
+    keys = {key for user_targets in targets for t in user_targets if (key := _key(t))}
+    return set(
+        Suppression.objects.filter(tenant_id=notification.tenant_id, address__in=keys).values_list(
+            "channel", "address"
+        )
+    )
+
+
+def _opted_out(recipient: Recipient, notification: Notification, channel: str) -> str | None:
+    """Why the user does not want ``channel`` for this type, or None if they do."""
+    type_id = notification.notification_type_id
+    for pref in recipient.type_preferences.all():
+        if pref.notification_type_id == type_id and pref.channel == channel:
+            key = notification.notification_type.key
+            return None if pref.enabled else f"opted out of {channel} for {key}"
+    for channel_pref in recipient.channel_preferences.all():
+        if channel_pref.channel == channel:
+            return None if channel_pref.enabled else f"opted out of {channel}"
+    return None
+
+
+def _quiet_until(
+    recipient: Recipient, notification: Notification, now: datetime
+) -> datetime | None:
+    if notification.priority == Priority.CRITICAL:
+        return None  # critical bypasses quiet hours (SPEC guarantee 8)
+    quiet = getattr(recipient, "quiet_hours", None)
+    if quiet is None:
+        return None
+    return quiet_until(QuietWindow(start=quiet.start, end=quiet.end, timezone=quiet.timezone), now)
+
+
+def _published_versions(notification: Notification) -> dict[tuple[str, str], TemplateVersion]:
+    from django.db.models import F
+
+    versions = TemplateVersion.objects.filter(
+        template__notification_type_id=notification.notification_type_id,
+        template__variant=notification.template_variant,
+        template__archived_at__isnull=True,
+        template__published_version_id=F("id"),
+    ).select_related("template")
+    return {(v.template.channel, v.template.locale): v for v in versions}
+
+
+def _version_for(
+    versions: dict[tuple[str, str], TemplateVersion], channel: str, locale: str
+) -> TemplateVersion | None:
+    """The user's locale, else its language (pt-BR → pt), else English, else any."""
+    for candidate in (locale, locale.split("-")[0], "en"):
+        if (channel, candidate) in versions:
+            return versions[(channel, candidate)]
+    return next((v for (ch, _), v in versions.items() if ch == channel), None)

@@ -1,0 +1,277 @@
+"""Sending deliveries: claim, re-check, call the provider, record the outcome.
+
+A delivery is sent at most once per claim. The claim is one conditional UPDATE that moves
+queued rows to ``sending`` with a lease and a raised fencing counter, and refuses rows that
+have expired or whose address was suppressed meanwhile (SPEC guarantees 3, 7, 8). The provider
+call happens outside any transaction. Its outcome is written with the fence the claim
+returned, so a worker whose lease lapsed (paused, partitioned) cannot overwrite the outcome of
+the worker that took over. A redelivered or replayed message finds its rows already claimed or
+done, and sends nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from channels.base import OutboundMessage, SendResult
+from channels.errors import (
+    ChannelError,
+    PermanentError,
+    ProviderConfigurationError,
+    RecipientUnreachable,
+    TransientError,
+)
+from channels.registry import registry
+from notifier.content.rendering import TemplateRenderError, render_message
+from notifier.notifications.models import Delivery, DeliveryEvent, DeliveryState
+from notifier.notifications.planning import Batch
+from notifier.notifications.routing import lane_for
+from notifier.recipients.models import Device
+
+logger = logging.getLogger(__name__)
+
+# Claim queued rows, unless expired or suppressed since planning; expired rows end `expired`.
+# The suppression key mirrors recipients.services.suppression_key: casefolded email, E.164
+# number and push token as stored.
+_CLAIM_SQL = """
+UPDATE notifications_delivery AS d
+SET state = 'sending', fence = d.fence + 1, attempts = d.attempts + 1,
+    lease_expires_at = %(lease_until)s, updated_at = %(now)s
+WHERE d.id = ANY(%(ids)s) AND d.state = 'queued'
+  AND (d.expires_at IS NULL OR d.expires_at > %(now)s)
+  AND NOT EXISTS (
+    SELECT 1 FROM recipients_suppression s
+    WHERE s.tenant_id = d.tenant_id AND s.channel = d.channel
+      AND s.address = CASE WHEN d.channel = 'email' THEN lower(d.destination)
+                           ELSE d.destination END)
+RETURNING d.id, d.fence
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    state: str
+    reason: str = ""
+    result: SendResult | None = None
+    retry_at: datetime | None = None
+    code: str = ""
+
+
+def send_deliveries(*, delivery_ids: Sequence[int]) -> dict[str, int]:
+    """Send the given deliveries (those still queued); returns a count per final state."""
+    now = timezone.now()
+    claimed = _claim(list(delivery_ids), now)
+    _end_unclaimable(list(delivery_ids), now)
+    counts: dict[str, int] = {}
+    deliveries = Delivery.objects.select_related(
+        "notification", "template_version", "recipient"
+    ).in_bulk(list(claimed))
+    for delivery_id, fence in claimed.items():
+        delivery = deliveries[delivery_id]
+        outcome = _send_one(delivery)
+        if _record(delivery, fence, outcome):
+            counts[outcome.state] = counts.get(outcome.state, 0) + 1
+    return counts
+
+
+def _claim(ids: list[int], now: datetime) -> dict[int, int]:
+    lease_until = now + timedelta(seconds=settings.NOTIFIER_DELIVERY_LEASE)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, {"ids": ids, "now": now, "lease_until": lease_until})
+        rows = cursor.fetchall()
+        DeliveryEvent.objects.bulk_create(
+            DeliveryEvent(
+                delivery_id=delivery_id, state=DeliveryState.SENDING, code="claimed",
+                occurred_at=now, detail={"fence": fence},
+            )
+            for delivery_id, fence in rows
+        )  # fmt: skip
+    return dict(rows)
+
+
+def _end_unclaimable(ids: list[int], now: datetime) -> None:
+    """Queued rows the claim refused because they expired or were suppressed: end them."""
+    with transaction.atomic():
+        for state, reason, rows in (
+            (
+                DeliveryState.EXPIRED,
+                "expired before sending",
+                Delivery.objects.filter(
+                    pk__in=ids, state=DeliveryState.QUEUED, expires_at__lte=now
+                ),
+            ),
+            (
+                DeliveryState.SUPPRESSED,
+                "address suppressed before sending",
+                Delivery.objects.filter(pk__in=ids, state=DeliveryState.QUEUED),
+            ),
+        ):
+            ended = list(rows.select_for_update(skip_locked=True).values_list("pk", flat=True))
+            if not ended:
+                continue
+            Delivery.objects.filter(pk__in=ended).update(
+                state=state, reason=reason, failed_at=now, updated_at=now
+            )
+            DeliveryEvent.objects.bulk_create(
+                DeliveryEvent(delivery_id=pk, state=state, reason=reason, occurred_at=now)
+                for pk in ended
+            )
+
+
+def _send_one(delivery: Delivery) -> Outcome:
+    version = delivery.template_version
+    if version is None:
+        return Outcome(
+            DeliveryState.FAILED, "no published template for this channel", code="template"
+        )
+    try:
+        rendered = render_message(
+            subject=version.subject,
+            body=version.body,
+            html=version.html,
+            variables=delivery.notification.template_vars,
+        )
+    except TemplateRenderError as exc:
+        return Outcome(DeliveryState.FAILED, f"template render failed: {exc}", code="template")
+    message = OutboundMessage(
+        channel=delivery.channel,
+        destination=delivery.destination,
+        subject=rendered.subject,
+        body=rendered.body,
+        html=rendered.html,
+        correlation_id=str(delivery.pk),
+        priority=delivery.notification.priority,
+        expires_at=delivery.expires_at,
+        data={"notification_id": str(delivery.notification_id)},
+    )
+    try:
+        result = registry.get(delivery.channel).send(message)
+    except TransientError as exc:
+        if exc.outcome_unknown:
+            # The provider may have accepted it: never resend blindly (SPEC guarantee 3).
+            return Outcome(DeliveryState.UNKNOWN, _describe(exc), code=type(exc).__name__)
+        return _retry_or_fail(delivery, exc)
+    except PermanentError as exc:
+        if isinstance(exc, RecipientUnreachable) and delivery.device_id is not None:
+            Device.objects.filter(pk=delivery.device_id).update(
+                active=False, deactivated_at=timezone.now(), deactivation_reason=_describe(exc)
+            )
+        return Outcome(DeliveryState.FAILED, _describe(exc), code=type(exc).__name__)
+    except ProviderConfigurationError as exc:
+        logger.error("provider configuration error for %s: %s", delivery.channel, exc)
+        return Outcome(DeliveryState.FAILED, f"provider configuration: {exc}", code="configuration")
+    return Outcome(DeliveryState.SENT, result=result)
+
+
+def _retry_or_fail(delivery: Delivery, exc: TransientError) -> Outcome:
+    attempts_allowed = settings.NOTIFIER_MAX_ATTEMPTS.get(delivery.notification.priority, 4)
+    if delivery.attempts >= attempts_allowed:
+        return Outcome(
+            DeliveryState.FAILED,
+            f"gave up after {delivery.attempts} attempts: {_describe(exc)}",
+            code=type(exc).__name__,
+        )
+    retry_at = timezone.now() + timedelta(seconds=backoff(delivery.attempts, exc))
+    if delivery.expires_at is not None and retry_at >= delivery.expires_at:
+        return Outcome(DeliveryState.EXPIRED, "would expire before the next attempt")
+    return Outcome(
+        DeliveryState.DEFERRED,
+        f"retry: {_describe(exc)}",
+        retry_at=retry_at,
+        code=type(exc).__name__,
+    )
+
+
+def backoff(attempts: int, exc: ChannelError | None = None) -> float:
+    """Seconds before the next attempt: full jitter, with the provider's Retry-After as floor."""
+    ceiling = min(settings.NOTIFIER_RETRY_CAP, settings.NOTIFIER_RETRY_BASE * 2**attempts)
+    delay = random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+    retry_after = getattr(exc, "retry_after", None)
+    return max(delay, retry_after or 0.0)
+
+
+def _record(delivery: Delivery, fence: int, outcome: Outcome) -> bool:
+    """Write the outcome if this worker still holds the claim (same fence)."""
+    now = timezone.now()
+    fields: dict[str, object] = {
+        "state": outcome.state,
+        "reason": outcome.reason[:255],
+        "lease_expires_at": None,
+        "updated_at": now,
+    }
+    if outcome.result is not None:
+        fields |= {
+            "sent_at": now,
+            "provider": outcome.result.provider,
+            "provider_message_id": outcome.result.provider_message_id,
+            "last_error": "",
+        }
+    elif outcome.state == DeliveryState.DEFERRED:
+        fields |= {"next_attempt_at": outcome.retry_at, "last_error": outcome.reason}
+    elif outcome.state != DeliveryState.UNKNOWN:
+        fields |= {"failed_at": now, "last_error": outcome.reason}
+    with transaction.atomic():
+        updated = Delivery.objects.filter(
+            pk=delivery.pk, fence=fence, state=DeliveryState.SENDING
+        ).update(**fields)
+        if updated:
+            DeliveryEvent.objects.create(
+                delivery_id=delivery.pk,
+                state=outcome.state,
+                provider=outcome.result.provider if outcome.result else "",
+                code=outcome.code,
+                reason=outcome.reason,
+                occurred_at=now,
+            )
+    if not updated:
+        logger.warning(
+            "delivery %s: claim lost (fence %s); outcome not recorded", delivery.pk, fence
+        )
+    return bool(updated)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def release_due_deliveries(*, now: datetime, limit: int, batch_size: int) -> list[Batch]:
+    """Move deferred deliveries whose time has come (quiet hours, retries) back to queued.
+
+    Claimed with ``SKIP LOCKED`` so overlapping beat ticks never release a row twice.
+    """
+    with transaction.atomic():
+        due = list(
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(state=DeliveryState.DEFERRED, next_attempt_at__lte=now)
+            .select_related("notification__notification_type")
+            .order_by("next_attempt_at")[:limit]
+        )
+        if not due:
+            return []
+        Delivery.objects.filter(pk__in=[d.pk for d in due]).update(
+            state=DeliveryState.QUEUED, next_attempt_at=None, updated_at=now
+        )
+        DeliveryEvent.objects.bulk_create(
+            DeliveryEvent(delivery=d, state=DeliveryState.QUEUED, code="released", occurred_at=now)
+            for d in due
+        )
+    grouped: dict[tuple[str, str], list[int]] = {}
+    for delivery in due:
+        lane = lane_for(
+            priority=delivery.notification.priority,
+            category=delivery.notification.notification_type.category,
+        )
+        grouped.setdefault((lane, delivery.channel), []).append(delivery.pk)
+    return [
+        Batch(lane=lane, channel=channel, delivery_ids=ids[start : start + batch_size])
+        for (lane, channel), ids in grouped.items()
+        for start in range(0, len(ids), 1 if lane == "critical" else batch_size)
+    ]
