@@ -110,6 +110,11 @@ beat_schedule = {
         "schedule": 5.0,
         "options": {"expires": 5},
     },
+    "recover-expired-leases": {
+        "task": "notify.maintenance.recover_leases",
+        "schedule": 10.0,
+        "options": {"expires": 10},
+    },
     "purge-idempotency-records": {
         "task": "notify.maintenance.purge_idempotency_records",
         "schedule": 3600.0,

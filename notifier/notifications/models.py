@@ -146,6 +146,9 @@ class Delivery(models.Model):
     # every claim so a worker whose lease lapsed cannot record over its successor.
     fence = models.PositiveIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # A critical delivery whose outcome is unknown may be sent once more (SPEC guarantee 3);
+    # this counts those resends so the claim can refuse a second one.
+    unknown_resends = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)

@@ -39,20 +39,40 @@ from notifier.recipients.models import Device
 logger = logging.getLogger(__name__)
 
 # Claim queued rows, unless expired or suppressed since planning; expired rows end `expired`.
-# The suppression key mirrors recipients.services.suppression_key: casefolded email, E.164
-# number and push token as stored.
+# With %(resend)s, a critical row whose outcome is unknown may be claimed once more (SPEC
+# guarantee 3): `unknown_resends = 0` in the same statement makes "once" hold under any
+# number of concurrent sweeps and redeliveries. The suppression key mirrors
+# recipients.services.suppression_key: casefolded email, E.164 number and push token.
 _CLAIM_SQL = """
 UPDATE notifications_delivery AS d
 SET state = 'sending', fence = d.fence + 1, attempts = d.attempts + 1,
+    unknown_resends = d.unknown_resends + CASE WHEN d.state = 'unknown' THEN 1 ELSE 0 END,
     lease_expires_at = %(lease_until)s, updated_at = %(now)s
-WHERE d.id = ANY(%(ids)s) AND d.state = 'queued'
+WHERE d.id = ANY(%(ids)s)
+  AND (d.state = 'queued'
+       OR (%(resend)s AND d.state = 'unknown' AND d.unknown_resends = 0
+           AND d.notification_id IN (
+             SELECT n.id FROM notifications_notification n WHERE n.priority = 'critical')))
   AND (d.expires_at IS NULL OR d.expires_at > %(now)s)
   AND NOT EXISTS (
     SELECT 1 FROM recipients_suppression s
     WHERE s.tenant_id = d.tenant_id AND s.channel = d.channel
       AND s.address = CASE WHEN d.channel = 'email' THEN lower(d.destination)
                            ELSE d.destination END)
-RETURNING d.id, d.fence
+RETURNING d.id, d.fence, d.unknown_resends
+"""
+
+# Deliveries whose worker vanished mid-send (killed, partitioned, paused past its lease):
+# whether the provider got the message is unknown, so they become `unknown`, never `queued`.
+_EXPIRE_LEASES_SQL = """
+UPDATE notifications_delivery
+SET state = 'unknown', reason = 'worker lost during the send; outcome unknown',
+    updated_at = %(now)s
+WHERE id IN (
+  SELECT id FROM notifications_delivery
+  WHERE state = 'sending' AND lease_expires_at <= %(now)s
+  ORDER BY lease_expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+RETURNING id
 """
 
 
@@ -65,10 +85,13 @@ class Outcome:
     code: str = ""
 
 
-def send_deliveries(*, delivery_ids: Sequence[int]) -> dict[str, int]:
-    """Send the given deliveries (those still queued); returns a count per final state."""
+def send_deliveries(*, delivery_ids: Sequence[int], resend: bool = False) -> dict[str, int]:
+    """Send the given deliveries (those still queued); returns a count per final state.
+
+    ``resend`` also claims critical deliveries of unknown outcome that were never resent.
+    """
     now = timezone.now()
-    claimed = _claim(list(delivery_ids), now)
+    claimed = _claim(list(delivery_ids), now, resend=resend)
     _end_unclaimable(list(delivery_ids), now)
     counts: dict[str, int] = {}
     deliveries = Delivery.objects.select_related(
@@ -82,19 +105,29 @@ def send_deliveries(*, delivery_ids: Sequence[int]) -> dict[str, int]:
     return counts
 
 
-def _claim(ids: list[int], now: datetime) -> dict[int, int]:
+def _claim(ids: list[int], now: datetime, *, resend: bool = False) -> dict[int, int]:
     lease_until = now + timedelta(seconds=settings.NOTIFIER_DELIVERY_LEASE)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, {"ids": ids, "now": now, "lease_until": lease_until})
+        cursor.execute(
+            _CLAIM_SQL, {"ids": ids, "now": now, "lease_until": lease_until, "resend": resend}
+        )
         rows = cursor.fetchall()
+        for delivery_id, _fence, resends in rows:
+            if resends:
+                # The one duplicate SPEC guarantee 3 allows, logged so it is attributable.
+                logger.warning(
+                    "delivery %s: resending a critical delivery of unknown outcome", delivery_id
+                )
         DeliveryEvent.objects.bulk_create(
             DeliveryEvent(
-                delivery_id=delivery_id, state=DeliveryState.SENDING, code="claimed",
+                delivery_id=delivery_id, state=DeliveryState.SENDING,
+                code="resend_after_unknown" if resends else "claimed",
+                reason="critical: outcome unknown, sent once more" if resends else "",
                 occurred_at=now, detail={"fence": fence},
             )
-            for delivery_id, fence in rows
+            for delivery_id, fence, resends in rows
         )  # fmt: skip
-    return dict(rows)
+    return {delivery_id: fence for delivery_id, fence, _ in rows}
 
 
 def _end_unclaimable(ids: list[int], now: datetime) -> None:
@@ -204,9 +237,11 @@ def _record(delivery: Delivery, fence: int, outcome: Outcome) -> bool:
     fields: dict[str, object] = {
         "state": outcome.state,
         "reason": outcome.reason[:255],
-        "lease_expires_at": None,
         "updated_at": now,
     }
+    if outcome.state != DeliveryState.UNKNOWN:
+        # An unknown outcome keeps its lease: a critical delivery may be resent once it lapses.
+        fields["lease_expires_at"] = None
     if outcome.result is not None:
         fields |= {
             "sent_at": now,
@@ -275,3 +310,32 @@ def release_due_deliveries(*, now: datetime, limit: int, batch_size: int) -> lis
         for (lane, channel), ids in grouped.items()
         for start in range(0, len(ids), 1 if lane == "critical" else batch_size)
     ]
+
+
+def recover_expired_leases(*, now: datetime, limit: int, batch_size: int) -> list[Batch]:
+    """Beat's lease sweep: end abandoned sends as ``unknown``; return critical resends.
+
+    Non-critical unknown outcomes wait for a provider report (never resent blindly); a
+    critical one whose lease has lapsed is sent once more (SPEC guarantee 3).
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_EXPIRE_LEASES_SQL, {"now": now, "limit": limit})
+        lost = [row[0] for row in cursor.fetchall()]
+        DeliveryEvent.objects.bulk_create(
+            DeliveryEvent(
+                delivery_id=pk, state=DeliveryState.UNKNOWN, code="lease_expired",
+                reason="worker lost during the send; outcome unknown", occurred_at=now,
+            )
+            for pk in lost
+        )  # fmt: skip
+    resend = list(
+        Delivery.objects.filter(
+            state=DeliveryState.UNKNOWN,
+            unknown_resends=0,
+            lease_expires_at__lte=now,
+            notification__priority="critical",
+        )
+        .exclude(expires_at__lte=now)
+        .values_list("pk", "channel")[:limit]
+    )
+    return [Batch(lane="critical", channel=channel, delivery_ids=[pk]) for pk, channel in resend]

@@ -15,11 +15,12 @@ from django.utils import timezone
 from notifier.notifications import planning, relay, sending, services
 
 
-def enqueue(batches: Iterable[planning.Batch]) -> None:
+def enqueue(batches: Iterable[planning.Batch], *, resend: bool = False) -> None:
     for batch in batches:
-        DELIVER_TASKS[batch.channel].apply_async(
-            kwargs={"delivery_ids": batch.delivery_ids, "lane": batch.lane}
-        )
+        kwargs: dict[str, object] = {"delivery_ids": batch.delivery_ids, "lane": batch.lane}
+        if resend:
+            kwargs["resend"] = True
+        DELIVER_TASKS[batch.channel].apply_async(kwargs=kwargs)
 
 
 @shared_task(name="notify.plan.notification")
@@ -34,18 +35,18 @@ def plan_notification(notification_id: str) -> None:
 
 
 @shared_task(name="notify.deliver.push")
-def deliver_push(delivery_ids: list[int], lane: str) -> dict[str, int]:
-    return sending.send_deliveries(delivery_ids=delivery_ids)
+def deliver_push(delivery_ids: list[int], lane: str, resend: bool = False) -> dict[str, int]:
+    return sending.send_deliveries(delivery_ids=delivery_ids, resend=resend)
 
 
 @shared_task(name="notify.deliver.email")
-def deliver_email(delivery_ids: list[int], lane: str) -> dict[str, int]:
-    return sending.send_deliveries(delivery_ids=delivery_ids)
+def deliver_email(delivery_ids: list[int], lane: str, resend: bool = False) -> dict[str, int]:
+    return sending.send_deliveries(delivery_ids=delivery_ids, resend=resend)
 
 
 @shared_task(name="notify.deliver.sms")
-def deliver_sms(delivery_ids: list[int], lane: str) -> dict[str, int]:
-    return sending.send_deliveries(delivery_ids=delivery_ids)
+def deliver_sms(delivery_ids: list[int], lane: str, resend: bool = False) -> dict[str, int]:
+    return sending.send_deliveries(delivery_ids=delivery_ids, resend=resend)
 
 
 DELIVER_TASKS = {"push": deliver_push, "email": deliver_email, "sms": deliver_sms}
@@ -57,6 +58,16 @@ def release_due_deliveries() -> None:
         sending.release_due_deliveries(
             now=timezone.now(), limit=5000, batch_size=settings.NOTIFIER_DELIVERY_BATCH
         )
+    )
+
+
+@shared_task(name="notify.maintenance.recover_leases")
+def recover_expired_leases() -> None:
+    enqueue(
+        sending.recover_expired_leases(
+            now=timezone.now(), limit=1000, batch_size=settings.NOTIFIER_DELIVERY_BATCH
+        ),
+        resend=True,
     )
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,11 @@ class Worker:
     log: Path
     sent_file: Path
 
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children) at once."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
     def sent(self) -> list[dict[str, Any]]:
         """Every message the sandbox provider accepted, in the order it accepted them."""
         if not self.sent_file.exists():
@@ -46,39 +51,54 @@ def _database_url() -> str:
 
 
 @pytest.fixture
-def worker(rabbitmq: PrivateRabbitMQ, transactional_db: None, tmp_path: Path) -> Iterator[Worker]:
-    """A worker consuming every queue, on the test database, recording sends to a file."""
-    log = tmp_path / "worker.log"
-    sent_file = tmp_path / "sent.jsonl"
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "CELERY_BROKER_URL": rabbitmq.url,
-        "NOTIFIER_SANDBOX_RECORD_TO": str(sent_file),
-        "NOTIFIER_SANDBOX_ATTEMPTS_TO": str(tmp_path / "attempts.jsonl"),
-        "NOTIFIER_RETRY_BASE": "0.05",
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "notifier", "worker",
-                "--queues", ALL_QUEUES, "--concurrency", "2", "--pool", "prefork",
-                "--hostname", f"test-{uuid.uuid4().hex[:8]}@%h",
-                "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-            ],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    handle = Worker(process=process, log=log, sent_file=sent_file)
-    deadline = time.monotonic() + 60
-    while b" ready." not in log.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            _stop(process)
-            raise RuntimeError("worker did not start:\n" + log.read_text()[-3000:])
-        time.sleep(0.2)
+def start_worker(
+    rabbitmq: PrivateRabbitMQ, transactional_db: None, tmp_path: Path
+) -> Iterator[Callable[..., Worker]]:
+    """Start workers consuming every queue, on the test database, all recording their sends
+    to one file; each is stopped at the end of the test (if a test has not killed it)."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(**extra_env: str) -> Worker:
+        log = tmp_path / f"worker-{len(started)}.log"
+        env = {
+            **os.environ,
+            "DATABASE_URL": _database_url(),
+            "CELERY_BROKER_URL": rabbitmq.url,
+            "NOTIFIER_SANDBOX_RECORD_TO": str(tmp_path / "sent.jsonl"),
+            "NOTIFIER_SANDBOX_ATTEMPTS_TO": str(tmp_path / "attempts.jsonl"),
+            "NOTIFIER_RETRY_BASE": "0.05",
+            **extra_env,
+        }
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "celery", "-A", "notifier", "worker",
+                    "--queues", ALL_QUEUES, "--concurrency", "2", "--pool", "prefork",
+                    "--hostname", f"test-{uuid.uuid4().hex[:8]}@%h",
+                    "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+                ],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        started.append(process)
+        deadline = time.monotonic() + 60
+        while b" ready." not in log.read_bytes():
+            if process.poll() is not None or time.monotonic() > deadline:
+                _stop(process)
+                raise RuntimeError("worker did not start:\n" + log.read_text()[-3000:])
+            time.sleep(0.2)
+        return Worker(process=process, log=log, sent_file=tmp_path / "sent.jsonl")
+
     try:
-        yield handle
+        yield start
     finally:
-        _stop(process)
+        for process in started:
+            _stop(process)
+
+
+@pytest.fixture
+def worker(start_worker: Callable[..., Worker]) -> Worker:
+    """One worker consuming every queue."""
+    return start_worker()
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
