@@ -61,7 +61,7 @@ def send(tenant: Tenant, priority: str) -> str:
 
 def kill_mid_send(worker: Worker, notification_id: str) -> Delivery:
     """SIGKILL ``worker`` while it is inside the provider call for the notification."""
-    delivery = wait_for(
+    delivery: Delivery = wait_for(
         lambda: Delivery.objects.filter(
             notification_id=notification_id, state=DeliveryState.SENDING
         ).first()
