@@ -131,6 +131,8 @@ NOTIFIER_MAX_ATTEMPTS = {"critical": 5, "high": 5, "normal": 4, "low": 3}
 # Retry backoff: full jitter over base * 2**attempt seconds, capped.
 NOTIFIER_RETRY_BASE = env.float("NOTIFIER_RETRY_BASE", default=5.0)
 NOTIFIER_RETRY_CAP = env.float("NOTIFIER_RETRY_CAP", default=600.0)
+# Provider calls in flight at once within one delivery task (threads; calls are I/O-bound).
+NOTIFIER_SEND_CONCURRENCY = env.int("NOTIFIER_SEND_CONCURRENCY", default=32)
 # Delivery ids per task on the transactional and bulk lanes (critical sends one per task).
 NOTIFIER_DELIVERY_BATCH = env.int("NOTIFIER_DELIVERY_BATCH", default=50)
 # Providers per channel (channels.registry). Without credentials every channel uses the

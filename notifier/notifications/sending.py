@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -83,6 +84,7 @@ class Outcome:
     result: SendResult | None = None
     retry_at: datetime | None = None
     code: str = ""
+    deactivate_device: bool = False
 
 
 def send_deliveries(*, delivery_ids: Sequence[int], resend: bool = False) -> dict[str, int]:
@@ -97,12 +99,30 @@ def send_deliveries(*, delivery_ids: Sequence[int], resend: bool = False) -> dic
     deliveries = Delivery.objects.select_related(
         "notification", "template_version", "recipient"
     ).in_bulk(list(claimed))
+    prepared = {pk: _prepare(deliveries[pk]) for pk in claimed}
+    outcomes = {pk: item for pk, item in prepared.items() if isinstance(item, Outcome)}
+    messages = {pk: item for pk, item in prepared.items() if isinstance(item, OutboundMessage)}
+    outcomes |= _call_providers(messages, deliveries)
     for delivery_id, fence in claimed.items():
-        delivery = deliveries[delivery_id]
-        outcome = _send_one(delivery)
-        if _record(delivery, fence, outcome):
+        outcome = outcomes[delivery_id]
+        if _record(deliveries[delivery_id], fence, outcome):
             counts[outcome.state] = counts.get(outcome.state, 0) + 1
     return counts
+
+
+def _call_providers(
+    messages: dict[int, OutboundMessage], deliveries: dict[int, Delivery]
+) -> dict[int, Outcome]:
+    """Call the providers for a batch, concurrently: at 50–200 ms a call, one call at a time
+    would cap a worker at a handful of sends per second. No database access happens here."""
+    if len(messages) <= 1:
+        return {pk: _call(message, deliveries[pk]) for pk, message in messages.items()}
+    workers = min(len(messages), settings.NOTIFIER_SEND_CONCURRENCY)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send") as pool:
+        futures = {
+            pk: pool.submit(_call, message, deliveries[pk]) for pk, message in messages.items()
+        }
+        return {pk: future.result() for pk, future in futures.items()}
 
 
 def _claim(ids: list[int], now: datetime, *, resend: bool = False) -> dict[int, int]:
@@ -159,7 +179,8 @@ def _end_unclaimable(ids: list[int], now: datetime) -> None:
             )
 
 
-def _send_one(delivery: Delivery) -> Outcome:
+def _prepare(delivery: Delivery) -> OutboundMessage | Outcome:
+    """The message to send for ``delivery``, or the outcome that makes sending pointless."""
     version = delivery.template_version
     if version is None:
         return Outcome(
@@ -174,7 +195,7 @@ def _send_one(delivery: Delivery) -> Outcome:
         )
     except TemplateRenderError as exc:
         return Outcome(DeliveryState.FAILED, f"template render failed: {exc}", code="template")
-    message = OutboundMessage(
+    return OutboundMessage(
         channel=delivery.channel,
         destination=delivery.destination,
         subject=rendered.subject,
@@ -185,6 +206,10 @@ def _send_one(delivery: Delivery) -> Outcome:
         expires_at=delivery.expires_at,
         data={"notification_id": str(delivery.notification_id)},
     )
+
+
+def _call(message: OutboundMessage, delivery: Delivery) -> Outcome:
+    """One provider call, mapped onto an outcome by the error taxonomy."""
     try:
         result = registry.get(delivery.channel).send(message)
     except TransientError as exc:
@@ -193,11 +218,13 @@ def _send_one(delivery: Delivery) -> Outcome:
             return Outcome(DeliveryState.UNKNOWN, _describe(exc), code=type(exc).__name__)
         return _retry_or_fail(delivery, exc)
     except PermanentError as exc:
-        if isinstance(exc, RecipientUnreachable) and delivery.device_id is not None:
-            Device.objects.filter(pk=delivery.device_id).update(
-                active=False, deactivated_at=timezone.now(), deactivation_reason=_describe(exc)
-            )
-        return Outcome(DeliveryState.FAILED, _describe(exc), code=type(exc).__name__)
+        dead_device = isinstance(exc, RecipientUnreachable) and delivery.device_id is not None
+        return Outcome(
+            DeliveryState.FAILED,
+            _describe(exc),
+            code=type(exc).__name__,
+            deactivate_device=dead_device,
+        )
     except ProviderConfigurationError as exc:
         logger.error("provider configuration error for %s: %s", delivery.channel, exc)
         return Outcome(DeliveryState.FAILED, f"provider configuration: {exc}", code="configuration")
@@ -257,6 +284,11 @@ def _record(delivery: Delivery, fence: int, outcome: Outcome) -> bool:
         updated = Delivery.objects.filter(
             pk=delivery.pk, fence=fence, state=DeliveryState.SENDING
         ).update(**fields)
+        if updated and outcome.deactivate_device and delivery.device_id is not None:
+            # A dead token: stop sending to it at once (re-registering reactivates it).
+            Device.objects.filter(pk=delivery.device_id).update(
+                active=False, deactivated_at=now, deactivation_reason=outcome.reason[:100]
+            )
         if updated:
             DeliveryEvent.objects.create(
                 delivery_id=delivery.pk,

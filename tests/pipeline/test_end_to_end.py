@@ -260,3 +260,24 @@ def test_a_poison_message_is_dead_lettered_and_others_still_flow(
     assert dead.headers["task"] == "notify.plan.notification"
     assert dead.headers["x-death"][0]["reason"] == "rejected"
     assert dead.headers["x-death"][0]["queue"] == "notify.planning"
+
+
+def test_a_dead_push_token_fails_and_deactivates_its_device_only(
+    worker: Worker, tenant: Tenant, alerts: NotificationType, ada: Recipient
+) -> None:
+    # given ada has a second device whose token the provider reports unregistered
+    register_device(recipient=ada, token="dead-token-old-phone", platform="android")
+    client = client_for(tenant)
+
+    # when one push goes to both devices (one batch, sent concurrently)
+    notification_id = send(client, channels=["push"])
+
+    # then the live device got it, the dead one failed and is deactivated
+    wait_for(
+        lambda: sorted(statuses(client, notification_id).get("push", [])) == ["failed", "sent"]
+    )
+    devices = {d.token: d for d in ada.devices.all()}
+    assert devices["device-token-ada"].active
+    assert not devices["dead-token-old-phone"].active
+    assert "RecipientUnreachable" in devices["dead-token-old-phone"].deactivation_reason
+    assert [m["destination"] for m in worker.sent()] == ["device-token-ada"]
