@@ -12,7 +12,9 @@ from kombu import Exchange, Queue
 # The celery command imports this module before Django settings load, so read .env here
 # too: the broker must be the same one the web process publishes to.
 env = environ.Env()
-environ.Env.read_env(Path(__file__).resolve().parent / ".env", overwrite=False)
+_DOTENV = Path(__file__).resolve().parent / ".env"
+if _DOTENV.exists():
+    environ.Env.read_env(_DOTENV, overwrite=False)
 
 broker_url = env.str("CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")
 broker_connection_retry_on_startup = True

@@ -11,7 +11,8 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+if (BASE_DIR / ".env").exists():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # The default key is for local runs only; production must set DJANGO_SECRET_KEY.
@@ -131,6 +132,10 @@ NOTIFIER_MAX_ATTEMPTS = {"critical": 5, "high": 5, "normal": 4, "low": 3}
 # Retry backoff: full jitter over base * 2**attempt seconds, capped.
 NOTIFIER_RETRY_BASE = env.float("NOTIFIER_RETRY_BASE", default=5.0)
 NOTIFIER_RETRY_CAP = env.float("NOTIFIER_RETRY_CAP", default=600.0)
+# Per-user caps, per channel, counted in distinct notifications (critical bypasses them):
+# by channel over all types, and by category. Types may add their own (admin or API).
+NOTIFIER_CHANNEL_CAPS = {"push": {"limit": 10, "period": 3600}}
+NOTIFIER_CATEGORY_CAPS = {"marketing": {"limit": 3, "period": 86400}}
 # Provider calls in flight at once within one delivery task (threads; calls are I/O-bound).
 NOTIFIER_SEND_CONCURRENCY = env.int("NOTIFIER_SEND_CONCURRENCY", default=32)
 # Delivery ids per task on the transactional and bulk lanes (critical sends one per task).

@@ -20,6 +20,20 @@ class NotificationType(models.Model):
         max_length=8, choices=Priority.choices, default=Priority.NORMAL
     )
     default_channels = ArrayField(models.CharField(max_length=8, choices=Channel.choices))
+    cap_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="At most this many of this type per user and channel per cap period; "
+        "empty: only the channel and category caps apply. Critical bypasses caps.",
+    )
+    cap_period = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds; the window of cap_limit"
+    )
+    dedup_window = models.PositiveIntegerField(
+        default=0,
+        help_text="Seconds during which the same content to the same user and channel is "
+        "sent once; 0 turns deduplication off.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -48,6 +48,9 @@ class Notification(models.Model):
     template_vars = models.JSONField(default=dict, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     request_id = models.CharField(max_length=255, blank=True)
+    content_hash = models.CharField(
+        max_length=64, blank=True, help_text="SHA-256 of type, variant and variables (dedup)"
+    )
     recipient_count = models.PositiveIntegerField()
     scheduled_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
@@ -177,6 +180,10 @@ class Delivery(models.Model):
             # Support searches by user id or address ("why didn't ada@… get it?"). A hash
             # index, because a push token or web push URL may exceed a btree entry's limit.
             models.Index(fields=["user_id"], name="delivery_user_id"),
+            # Planning counts a user's recent deliveries per channel (caps, dedup).
+            models.Index(
+                fields=["tenant", "user_id", "channel", "-queued_at"], name="delivery_user_recent"
+            ),
             HashIndex(fields=["destination"], name="delivery_destination"),
             models.Index(
                 fields=["-failed_at"],

@@ -20,6 +20,7 @@ from django.db import transaction
 from channels.errors import InvalidAddress
 from notifier.content.models import TemplateVersion
 from notifier.core.enums import Channel, Priority
+from notifier.notifications import limits
 from notifier.notifications.models import (
     Delivery,
     DeliveryEvent,
@@ -69,7 +70,11 @@ def plan_notification(*, notification_id: UUID, now: datetime, batch_size: int) 
             return []
         deliveries = _plan(notification, now)
         for delivery in deliveries:
-            if delivery.state in (DeliveryState.FAILED, DeliveryState.SUPPRESSED):
+            if delivery.state in (
+                DeliveryState.FAILED,
+                DeliveryState.SUPPRESSED,
+                DeliveryState.DEDUPLICATED,
+            ):
                 delivery.failed_at = now
         Delivery.objects.bulk_create(deliveries)
         DeliveryEvent.objects.bulk_create(
@@ -112,6 +117,8 @@ def _plan(notification: Notification, now: datetime) -> list[Delivery]:
         if user_id in recipients
     }
     suppressed = _suppressed(notification, targets.values())
+    over_cap = limits.capped(notification, user_ids, now)
+    repeated = limits.duplicates(notification, user_ids, now)
 
     deliveries: list[Delivery] = []
     for user_id in user_ids:
@@ -135,6 +142,29 @@ def _plan(notification: Notification, now: datetime) -> list[Delivery]:
             if reason is not None:
                 state = DeliveryState.SUPPRESSED if "opted out" in reason else DeliveryState.FAILED
                 deliveries.append(_delivery(notification, user_id, channel, state, reason))
+                continue
+            if (user_id, channel) in repeated:
+                window = notification.notification_type.dedup_window
+                deliveries.append(
+                    _delivery(
+                        notification,
+                        user_id,
+                        channel,
+                        DeliveryState.DEDUPLICATED,
+                        f"same content sent within {window} s",
+                    )
+                )
+                continue
+            if (user_id, channel) in over_cap:
+                deliveries.append(
+                    _delivery(
+                        notification,
+                        user_id,
+                        channel,
+                        DeliveryState.SUPPRESSED,
+                        over_cap[(user_id, channel)],
+                    )
+                )
                 continue
             version = _version_for(versions, channel, recipient.locale)
             for target in channel_targets:

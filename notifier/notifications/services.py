@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -188,6 +190,9 @@ def _create_notification(
         template_vars=dict(request.template_vars),
         metadata=dict(request.metadata),
         request_id=request_id,
+        content_hash=content_hash(
+            notification_type.key, request.template_variant, request.template_vars
+        ),
         recipient_count=len(request.user_ids),
         scheduled_at=scheduled_at,
         expires_at=expires_at,
@@ -212,6 +217,14 @@ def _create_notification(
         # Low latency: publish right after the commit; the relay catches what this misses.
         transaction.on_commit(partial(relay.publish_now, outbox.pk))
     return notification
+
+
+def content_hash(type_key: str, variant: str, template_vars: Mapping[str, Any]) -> str:
+    """What "the same content" means for deduplication: type, variant and variables."""
+    canonical = json.dumps(
+        [type_key, variant, template_vars], sort_keys=True, separators=(",", ":"), default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _check_times(request: SendRequest, now: datetime) -> tuple[datetime | None, datetime | None]:
