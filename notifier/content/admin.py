@@ -38,7 +38,23 @@ class NotificationTypeForm(forms.ModelForm):
 
     class Meta:
         model = NotificationType
-        fields = ("tenant", "key", "name", "category", "default_priority", "default_channels")
+        fields = (
+            "tenant",
+            "key",
+            "name",
+            "category",
+            "default_priority",
+            "default_channels",
+            "cap_limit",
+            "cap_period",
+            "dedup_window",
+        )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        if (cleaned.get("cap_limit") is None) != (cleaned.get("cap_period") is None):
+            self.add_error("cap_period", "cap_limit and cap_period go together.")
+        return cleaned
 
 
 @admin.register(NotificationType)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
@@ -159,44 +160,42 @@ def publish_template(*, template: Template) -> TemplateVersion:
     return version
 
 
+@dataclass(frozen=True, slots=True)
+class TypeSettings:
+    """What a notification type says about sends of its kind."""
+
+    category: str
+    default_channels: Sequence[str]
+    default_priority: str
+    name: str = ""
+    cap_limit: int | None = None
+    cap_period: int | None = None
+    dedup_window: int = 0
+
+    def as_fields(self) -> dict[str, Any]:
+        return {
+            "category": self.category,
+            "default_channels": list(self.default_channels),
+            "default_priority": self.default_priority,
+            "name": self.name,
+            "cap_limit": self.cap_limit,
+            "cap_period": self.cap_period,
+            "dedup_window": self.dedup_window,
+        }
+
+
 @transaction.atomic
 def create_notification_type(
-    *,
-    tenant: Tenant,
-    key: str,
-    category: str,
-    default_channels: Iterable[str],
-    default_priority: str,
-    name: str = "",
+    *, tenant: Tenant, key: str, settings: TypeSettings
 ) -> NotificationType:
     """Create a type; a key the tenant already uses raises ``IntegrityError``."""
-    return NotificationType.objects.create(
-        tenant=tenant,
-        key=key,
-        category=category,
-        default_channels=list(default_channels),
-        default_priority=default_priority,
-        name=name,
-    )
+    return NotificationType.objects.create(tenant=tenant, key=key, **settings.as_fields())
 
 
 def upsert_notification_type(
-    *,
-    tenant: Tenant,
-    key: str,
-    category: str,
-    default_channels: Iterable[str],
-    default_priority: str,
-    name: str = "",
+    *, tenant: Tenant, key: str, settings: TypeSettings
 ) -> NotificationType:
     notification_type, _ = NotificationType.objects.update_or_create(
-        tenant=tenant,
-        key=key,
-        defaults={
-            "category": category,
-            "default_channels": list(default_channels),
-            "default_priority": default_priority,
-            "name": name,
-        },
+        tenant=tenant, key=key, defaults=settings.as_fields()
     )
     return notification_type

@@ -67,8 +67,10 @@ RULES_THE_SCHEMA_CANNOT_STATE = {
     "upsert_user": "IANA time zone, real phone number, email, language tag",
     # Quiet hours need an IANA time zone and a start different from the end.
     "replace_preferences": "IANA time zone; start differs from end",
-    # The key in the body must equal the key in the path (it cannot be renamed).
-    "replace_notification_type": "body key equals path key",
+    # The key in the body must equal the key in the path (it cannot be renamed); cap_limit and
+    # cap_period are given together or not at all.
+    "replace_notification_type": "body key equals path key; cap fields together",
+    "create_notification_type": "cap_limit and cap_period together",
 }
 
 CONFIG = schemathesis.Config.from_dict(

@@ -592,3 +592,34 @@ class TestArchive:
 
         # then
         assert_error(response, 404, "not_found")
+
+
+@pytest.mark.django_db
+class TestNotificationTypeLimits:
+    def test_caps_and_dedup_window_round_trip(self, client: APIClient) -> None:
+        body = {
+            "key": "digest",
+            "category": "marketing",
+            "default_channels": ["email"],
+            "cap_limit": 2,
+            "cap_period": 86400,
+            "dedup_window": 600,
+        }
+
+        created = client.post("/api/v1/notification-types", body, format="json")
+
+        assert created.status_code == 201
+        fetched = client.get("/api/v1/notification-types/digest").json()
+        assert (fetched["cap_limit"], fetched["cap_period"], fetched["dedup_window"]) == (
+            2,
+            86400,
+            600,
+        )
+
+    def test_a_cap_limit_without_its_period_is_refused(self, client: APIClient) -> None:
+        body = {"key": "x", "category": "social", "default_channels": ["push"], "cap_limit": 2}
+
+        response = client.post("/api/v1/notification-types", body, format="json")
+
+        assert response.status_code == 400
+        assert "cap_period" in response.json()["fields"]

@@ -29,8 +29,38 @@ class NotificationTypeSerializer(StrictSerializer):
     default_channels = UniqueListField(
         child=serializers.ChoiceField(choices=Channel.choices), min_length=1, max_length=3
     )
+    cap_limit = serializers.IntegerField(
+        min_value=1,
+        max_value=1_000_000,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="At most this many of this type per user and channel per cap_period.",
+    )
+    cap_period = serializers.IntegerField(
+        min_value=60,
+        max_value=30 * 86400,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Seconds; required with cap_limit.",
+    )
+    dedup_window = serializers.IntegerField(
+        min_value=0,
+        max_value=7 * 86400,
+        required=False,
+        default=0,
+        help_text="Seconds during which identical content reaches a user once; 0: off.",
+    )
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if (attrs.get("cap_limit") is None) != (attrs.get("cap_period") is None):
+            raise serializers.ValidationError(
+                {"cap_period": ["cap_limit and cap_period go together: give both or neither."]}
+            )
+        return attrs
 
 
 class TemplateContentSerializer(StrictSerializer):

@@ -71,6 +71,11 @@ def _template_data(template: Template) -> dict[str, Any]:
     return data
 
 
+def _type_settings(data: dict[str, Any]) -> dict[str, Any]:
+    fields = dict(data)
+    return {"key": fields.pop("key"), "settings": services.TypeSettings(**fields)}
+
+
 def _rendered(message: RenderedMessage) -> dict[str, str]:
     return {"subject": message.subject, "body": message.body, "html": message.html}
 
@@ -112,7 +117,7 @@ class NotificationTypeCollectionView(APIView):
         serializer.is_valid(raise_exception=True)
         try:
             notification_type = services.create_notification_type(
-                tenant=tenant_of(request), **serializer.validated_data
+                tenant=tenant_of(request), **_type_settings(serializer.validated_data)
             )
         except IntegrityError as exc:
             raise Conflict(
@@ -149,7 +154,7 @@ class NotificationTypeDetailView(APIView):
         if serializer.validated_data["key"] != existing.key:
             raise serializers.ValidationError({"key": ["The key cannot be changed."]})
         notification_type = services.upsert_notification_type(
-            tenant=tenant_of(request), **serializer.validated_data
+            tenant=tenant_of(request), **_type_settings(serializer.validated_data)
         )
         return Response(NotificationTypeSerializer(notification_type).data)
 

@@ -133,10 +133,12 @@ class Command(BaseCommand):
             notification_type = content.upsert_notification_type(
                 tenant=demo,
                 key=key,
-                name=key.replace("_", " ").capitalize(),
-                category=spec["category"],
-                default_channels=spec["channels"],
-                default_priority=spec["priority"],
+                settings=content.TypeSettings(
+                    name=key.replace("_", " ").capitalize(),
+                    category=spec["category"],
+                    default_channels=spec["channels"],
+                    default_priority=spec["priority"],
+                ),
             )
             for channel, (subject, body) in spec["content"].items():
                 self._template(notification_type, channel, subject, body, spec["sample"])
