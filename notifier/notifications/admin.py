@@ -1,6 +1,8 @@
 """Admin for notifications, deliveries and their events: support's "why didn't it arrive?".
 
-Every row here is written by the pipeline, so the admin only reads. These tables grow by up to
+Every row here is written by the pipeline, so the admin only reads, with one exception:
+replay, of failed deliveries (an action) and of dead-lettered messages (the "Dead letters"
+page beside the deliveries), for staff who may change deliveries. These tables grow by up to
 a billion rows a day, hence: searches match a whole value on indexed columns, the default
 orderings follow the primary key where they can, and list counts stop at ``COUNT_CAP``.
 """
@@ -10,15 +12,19 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.loader import render_to_string
-from django.urls import reverse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
@@ -27,9 +33,11 @@ from channels.errors import InvalidAddress
 from channels.sms import normalize_phone
 from notifier.core.admin import ExactSearchAdmin
 from notifier.core.enums import Channel
+from notifier.notifications import deadletters
 from notifier.notifications.models import (
     Delivery,
     DeliveryEvent,
+    DeliveryState,
     IdempotencyRecord,
     Notification,
     NotificationRecipient,
@@ -41,6 +49,9 @@ COUNT_CAP = 10_000
 # channels makes ~10k, more than a page can usefully show.
 TIMELINE_LIMIT = 1_000
 MAX_BIGINT = 2**63 - 1
+# The dead-letter page reads messages off the queue and gives them back; a page is enough
+# to act on, and a filter by queue narrows a larger backlog.
+DEAD_LETTER_PAGE = 100
 
 
 class CappedCountPaginator(Paginator):
@@ -88,6 +99,15 @@ def _address_forms(term: str) -> set[str]:
 def _admin_link(model: type[Any], pk: object, label: object) -> SafeString:
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[pk])
     return format_html('<a href="{}">{}</a>', url, label)
+
+
+def _ids(ids: list[int]) -> str:
+    shown = ", ".join(f"#{pk}" for pk in ids[:20])
+    return shown + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
+
+
+def _arguments(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in kwargs.items())
 
 
 class ReadOnlyAdmin(ExactSearchAdmin):
@@ -322,6 +342,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
     )
     readonly_fields = ("queued_at", "updated_at")
     inlines = (DeliveryEventInline,)
+    actions = ("replay_selected",)
 
     def exact_match(self, term: str) -> Q:
         match = (
@@ -344,6 +365,124 @@ class DeliveryAdmin(ReadOnlyAdmin):
     @admin.display(description="notification")
     def notification_link(self, delivery: Delivery) -> SafeString:
         return _admin_link(Notification, delivery.notification_id, "open")
+
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        """Replaying sends messages, so it takes the right to change deliveries."""
+        return request.user.has_perm("notifications.change_delivery")
+
+    @admin.action(description="Replay selected deliveries", permissions=["replay"])
+    def replay_selected(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
+        now = timezone.now()
+        replayed: list[int] = []
+        refused: list[int] = []
+        for delivery_id in queryset.order_by("pk").values_list("pk", flat=True):
+            try:
+                done = deadletters.replay_delivery(delivery_id=delivery_id, now=now)
+            except deadletters.BROKER_ERRORS as exc:
+                self.message_user(
+                    request,
+                    f"Delivery #{delivery_id} was not replayed: the broker is unavailable "
+                    f"({type(exc).__name__}). Nothing was sent; try again later.",
+                    messages.ERROR,
+                )
+                break
+            (replayed if done else refused).append(delivery_id)
+        if replayed:
+            self.message_user(
+                request,
+                f"Replayed {len(replayed)} delivery(ies): {_ids(replayed)}.",
+                messages.SUCCESS,
+            )
+        if refused:
+            self.message_user(
+                request,
+                f"Refused {len(refused)} delivery(ies), not failed or unknown, or expired: "
+                f"{_ids(refused)}.",
+                messages.WARNING,
+            )
+
+    def get_urls(self) -> list[URLPattern]:
+        # Before the defaults, whose "<path:object_id>/" would take these paths.
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "dead-letters/",
+                view(self.dead_letters_view),
+                name="notifications_delivery_dead_letters",
+            ),
+            path(
+                "dead-letters/replay/",
+                view(self.replay_dead_letter_view),
+                name="notifications_delivery_replay_dead_letter",
+            ),
+            *super().get_urls(),
+        ]
+
+    def dead_letters_view(self, request: HttpRequest) -> HttpResponse:
+        """The messages RabbitMQ dead-lettered, why, and a replay button for each."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        queue = request.GET.get("queue") or None
+        if queue not in deadletters.REPLAYABLE_QUEUES:
+            queue = None
+        error = ""
+        letters: list[deadletters.DeadLetter] = []
+        try:
+            letters = deadletters.list_dead_letters(queue=queue, limit=DEAD_LETTER_PAGE)
+        except deadletters.BROKER_ERRORS as exc:
+            error = f"RabbitMQ is unavailable ({type(exc).__name__}); try again later."
+        failed_url = reverse("admin:notifications_delivery_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Dead letters",
+            "opts": self.opts,
+            "rows": [
+                (letter, Truncator(_arguments(letter.kwargs)).chars(120)) for letter in letters
+            ],
+            "page_full": len(letters) >= DEAD_LETTER_PAGE,
+            "queue": queue or "",
+            "queues": sorted(deadletters.REPLAYABLE_QUEUES),
+            "error": error,
+            "can_replay": self.has_replay_permission(request),
+            "failed_url": f"{failed_url}?{urlencode({'state__exact': DeliveryState.FAILED})}",
+        }
+        return TemplateResponse(request, "admin/notifications/delivery/dead_letters.html", context)
+
+    def replay_dead_letter_view(self, request: HttpRequest) -> HttpResponse:
+        """POST only (CSRF-checked by ``admin_view``): replay one dead letter by task id."""
+        if request.method != "POST":
+            return HttpResponse(status=405, headers={"Allow": "POST"})
+        if not self.has_replay_permission(request):
+            raise PermissionDenied
+        message_id = request.POST.get("message_id", "").strip()
+        queue = request.POST.get("queue", "")
+        back = reverse("admin:notifications_delivery_dead_letters")
+        if queue in deadletters.REPLAYABLE_QUEUES:
+            back += f"?{urlencode({'queue': queue})}"
+        if not message_id:
+            self.message_user(request, "No dead letter was chosen.", messages.ERROR)
+            return HttpResponseRedirect(back)
+        try:
+            replayed = deadletters.replay_dead_letters(message_id=message_id)
+        except deadletters.BROKER_ERRORS as exc:
+            self.message_user(
+                request,
+                f"{message_id} was not replayed: RabbitMQ is unavailable "
+                f"({type(exc).__name__}). It is still a dead letter.",
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(back)
+        if replayed:
+            self.message_user(
+                request, f"Replayed {message_id}: its task runs again.", messages.SUCCESS
+            )
+        else:
+            self.message_user(
+                request,
+                f"{message_id} is no longer a dead letter (replayed already?).",
+                messages.WARNING,
+            )
+        return HttpResponseRedirect(back)
 
 
 @admin.register(DeliveryEvent)

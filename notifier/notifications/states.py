@@ -5,6 +5,8 @@ and an ``unknown`` outcome may still be resolved by a provider report. A report 
 late or out of order (``sent`` after ``delivered``) finds no transition and changes nothing;
 the event is still recorded. Writers turn ``sources_of(target)`` into the ``WHERE state IN
 (...)`` of a conditional update, so the rule holds under concurrency, not only in Python.
+The one way back is an operator's replay of a ``failed`` or ``unknown`` delivery
+(``can_replay``), kept out of the table.
 """
 
 from __future__ import annotations
@@ -36,6 +38,22 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 def can_transition(current: str, target: str) -> bool:
     return target in TRANSITIONS[current]
+
+
+# Not in TRANSITIONS: no pipeline step may leave these states, only an operator (see can_replay).
+REPLAYABLE_STATES: frozenset[str] = frozenset({S.FAILED, S.UNKNOWN})
+
+
+def can_replay(current: str) -> bool:
+    """Whether an operator may send a delivery in ``current`` again (back to ``queued``).
+
+    The one transition out of a terminal state, and never taken by the pipeline: it is an
+    operator's deliberate action (``deadletters.replay_delivery``), once they have fixed the
+    cause. It sits outside ``TRANSITIONS`` so that no provider report, retry or redelivered
+    message can ever take it. Replaying ``unknown`` may send a second copy of a message the
+    provider already accepted; that is the operator's call to make, and it is recorded.
+    """
+    return current in REPLAYABLE_STATES
 
 
 def sources_of(target: str) -> frozenset[str]:

@@ -7,8 +7,10 @@ from hypothesis import strategies as st
 
 from notifier.notifications.models import DeliveryState
 from notifier.notifications.states import (
+    REPLAYABLE_STATES,
     TERMINAL_STATES,
     TRANSITIONS,
+    can_replay,
     can_transition,
     sources_of,
 )
@@ -66,3 +68,15 @@ def test_sources_of_matches_the_table() -> None:
     for target in DeliveryState.values:
         for source in DeliveryState.values:
             assert (source in sources_of(target)) == can_transition(source, target)
+
+
+def test_only_failed_and_unknown_deliveries_may_be_replayed() -> None:
+    assert {s for s in DeliveryState.values if can_replay(s)} == {"failed", "unknown"}
+    assert TERMINAL_STATES | {"unknown"} >= REPLAYABLE_STATES
+
+
+def test_replay_is_no_transition_the_pipeline_can_take() -> None:
+    # a replay leads back to queued, which the table never allows from these states
+    for state in REPLAYABLE_STATES:
+        assert not can_transition(state, "queued")
+    assert sources_of("queued") == {"deferred"}
