@@ -77,6 +77,15 @@ def _as_uuid(term: str) -> UUID | None:
         return None
 
 
+def _value_or_notification(field: str, term: str) -> Q:
+    """Rows whose ``field`` is ``term``, or that belong to the notification ``term`` names."""
+    match = Q(**{field: term})
+    notification_id = _as_uuid(term)
+    if notification_id is not None:
+        match |= Q(notification_id=notification_id)
+    return match
+
+
 def _as_id(term: str) -> int | None:
     """``term`` as a primary key, if it can be one (and would not overflow a bigint)."""
     if not term.isascii() or not term.isdigit():
@@ -256,11 +265,7 @@ class NotificationRecipientAdmin(ReadOnlyAdmin):
     ordering = ("-id",)
 
     def exact_match(self, term: str) -> Q:
-        match = Q(user_id=term)
-        notification_id = _as_uuid(term)
-        if notification_id is not None:
-            match |= Q(notification_id=notification_id)
-        return match
+        return _value_or_notification("user_id", term)
 
     @admin.display(description="notification")
     def notification_link(self, row: NotificationRecipient) -> SafeString:
@@ -565,11 +570,7 @@ class IdempotencyRecordAdmin(ReadOnlyAdmin):
     ordering = ("-expires_at",)
 
     def exact_match(self, term: str) -> Q:
-        match = Q(key=term)
-        notification_id = _as_uuid(term)
-        if notification_id is not None:
-            match |= Q(notification_id=notification_id)
-        return match
+        return _value_or_notification("key", term)
 
     @admin.display(description="notification")
     def notification_link(self, record: IdempotencyRecord) -> SafeString | str:
