@@ -66,6 +66,9 @@ def quorum_queue(name: str) -> Queue:
 
 
 PLANNING_QUEUE = "notify.planning"
+# Critical notifications are planned apart too: a campaign being expanded on notify.planning
+# must not hold up a one-time password.
+CRITICAL_PLANNING_QUEUE = "notify.critical.planning"
 # Lanes isolate urgency: each has its own queues and worker pool, so a bulk backlog never
 # sits in front of a critical message (SPEC guarantee 4). One queue per lane and channel
 # keeps a slow provider of one channel from holding up the others.
@@ -79,6 +82,7 @@ def delivery_queue_name(lane: str, channel: str) -> str:
 
 task_queues = (
     quorum_queue(PLANNING_QUEUE),
+    quorum_queue(CRITICAL_PLANNING_QUEUE),
     *(quorum_queue(delivery_queue_name(lane, ch)) for lane in LANES for ch in CHANNELS),
 )
 task_routes = ("notifier.notifications.routing.route_task",)

@@ -34,7 +34,10 @@ def _publish(row: OutboxMessage) -> None:
         raise ValueError(f"unknown outbox topic {row.topic!r}")
     # kombu's Producer.publish takes both timeouts; celery-types does not know them yet.
     plan_notification.apply_async(  # type: ignore[call-arg]
-        kwargs={"notification_id": row.payload["notification_id"]},
+        kwargs={
+            "notification_id": row.payload["notification_id"],
+            "lane": row.payload.get("lane", "transactional"),
+        },
         retry=False,
         timeout=PUBLISH_TIMEOUT,
         confirm_timeout=PUBLISH_TIMEOUT,

@@ -8,6 +8,7 @@ import celeryconfig
 from notifier.core.enums import Category, Priority
 
 DELIVER_PREFIX = "notify.deliver."
+PLAN_TASK = "notify.plan.notification"
 
 
 def lane_for(*, priority: str, category: str) -> str:
@@ -22,9 +23,12 @@ def lane_for(*, priority: str, category: str) -> str:
 def route_task(
     name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any
 ) -> dict[str, str]:
-    """Celery router: delivery tasks go to ``notify.<lane>.<channel>``, the rest to planning."""
+    """Celery router: delivery tasks go to ``notify.<lane>.<channel>``, critical planning to
+    ``notify.critical.planning``, everything else to ``notify.planning``."""
+    lane = (kwargs or {}).get("lane", "transactional")
     if name.startswith(DELIVER_PREFIX):
         channel = name.removeprefix(DELIVER_PREFIX)
-        lane = (kwargs or {}).get("lane", "transactional")
         return {"queue": celeryconfig.delivery_queue_name(lane, channel)}
+    if name == PLAN_TASK and lane == "critical":
+        return {"queue": celeryconfig.CRITICAL_PLANNING_QUEUE}
     return {"queue": celeryconfig.PLANNING_QUEUE}

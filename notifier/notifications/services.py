@@ -26,6 +26,7 @@ from notifier.notifications.models import (
     NotificationStatus,
     OutboxMessage,
 )
+from notifier.notifications.routing import lane_for
 from notifier.tenancy.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -210,7 +211,11 @@ def _create_notification(
     # Ids only: a message on the broker never carries personal data (SPEC guarantee 2).
     outbox = OutboxMessage.objects.create(
         topic=relay.NOTIFICATION_ACCEPTED,
-        payload={"notification_id": str(notification.id)},
+        payload={
+            "notification_id": str(notification.id),
+            # The lane routes planning: a critical notification never waits behind a campaign.
+            "lane": lane_for(priority=notification.priority, category=notification_type.category),
+        },
         available_at=scheduled_at if scheduled and scheduled_at else now,
     )
     if not scheduled and settings.NOTIFIER_PUBLISH_ON_COMMIT:

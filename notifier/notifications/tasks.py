@@ -24,7 +24,7 @@ def enqueue(batches: Iterable[planning.Batch], *, resend: bool = False) -> None:
 
 
 @shared_task(name="notify.plan.notification")
-def plan_notification(notification_id: str) -> None:
+def plan_notification(notification_id: str, lane: str = "transactional") -> None:
     enqueue(
         planning.plan_notification(
             notification_id=notification_id,  # type: ignore[arg-type]

@@ -59,7 +59,7 @@ class TestAccept:
         ) == ["user-1", "user-2"]
         outbox = OutboxMessage.objects.get()
         # the broker message is a pointer: ids only, no personal data
-        assert outbox.payload == {"notification_id": str(notification.pk)}
+        assert outbox.payload == {"notification_id": str(notification.pk), "lane": "transactional"}
         assert outbox.published_at is None
 
     def test_requested_channels_narrow_the_target(

@@ -58,7 +58,7 @@ def start_worker(
     to one file; each is stopped at the end of the test (if a test has not killed it)."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(**extra_env: str) -> Worker:
+    def start(queues: str = ALL_QUEUES, concurrency: int = 2, **extra_env: str) -> Worker:
         log = tmp_path / f"worker-{len(started)}.log"
         env = {
             **os.environ,
@@ -73,7 +73,7 @@ def start_worker(
             process = subprocess.Popen(
                 [
                     sys.executable, "-m", "celery", "-A", "notifier", "worker",
-                    "--queues", ALL_QUEUES, "--concurrency", "2", "--pool", "prefork",
+                    "--queues", queues, "--concurrency", str(concurrency), "--pool", "prefork",
                     "--hostname", f"test-{uuid.uuid4().hex[:8]}@%h",
                     "--without-gossip", "--without-mingle", "--loglevel", "INFO",
                 ],
