@@ -9,11 +9,11 @@ while the first request is still running gets 409. Keys are forgotten after
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from django.db import connection
+
+from notifier.core.digest import json_digest
 
 MAX_KEY_LENGTH = 255
 
@@ -33,14 +33,7 @@ def validate_key(key: str) -> str:
 
 def fingerprint(*, method: str, path: str, body: Any) -> str:
     """SHA-256 of the request: what "the same request" means for a repeated key."""
-    canonical = json.dumps(
-        {"method": method, "path": path, "body": body},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        default=str,
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return json_digest({"method": method, "path": path, "body": body})
 
 
 def try_lock_key(*, tenant_id: int, key: str) -> bool:

@@ -132,6 +132,12 @@ class Delivery(models.Model):
     user_id = models.CharField(max_length=255)
     channel = models.CharField(max_length=8, choices=Channel.choices)
     destination = models.CharField(max_length=4096, help_text="Email, E.164 number or token")
+    address_key = models.CharField(
+        max_length=4096,
+        blank=True,
+        help_text="The destination as the suppression list keys it (recipients.services."
+        "suppression_key), so the send-time recheck is an equality, not a re-normalization.",
+    )
     device = models.ForeignKey(
         Device, on_delete=models.SET_NULL, null=True, blank=True, related_name="deliveries"
     )

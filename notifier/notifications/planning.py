@@ -18,6 +18,7 @@ from uuid import UUID
 from django.db import transaction
 
 from channels.errors import InvalidAddress
+from notifier.content import selectors as content_selectors
 from notifier.content.models import TemplateVersion
 from notifier.core.enums import Channel, Priority
 from notifier.notifications import limits
@@ -89,17 +90,28 @@ def plan_notification(*, notification_id: UUID, now: datetime, batch_size: int) 
     lane = lane_for(
         priority=notification.priority, category=notification.notification_type.category
     )
-    # Critical deliveries go one per task: each is sent the moment it arrives.
-    size = 1 if lane == "critical" else batch_size
-    by_channel: dict[str, list[int]] = defaultdict(list)
-    for delivery in deliveries:
-        if delivery.state == DeliveryState.QUEUED:
-            by_channel[delivery.channel].append(delivery.pk)
-    return [
-        Batch(lane=lane, channel=channel, delivery_ids=ids[start : start + size])
-        for channel, ids in by_channel.items()
-        for start in range(0, len(ids), size)
-    ]
+    return split_batches(
+        ((lane, d.channel, d.pk) for d in deliveries if d.state == DeliveryState.QUEUED),
+        batch_size=batch_size,
+    )
+
+
+def split_batches(deliveries: Iterable[tuple[str, str, int]], *, batch_size: int) -> list[Batch]:
+    """Group (lane, channel, delivery id) into tasks' batches, keeping their order.
+
+    Critical deliveries go one per task: each is sent the moment it arrives.
+    """
+    grouped: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for lane, channel, delivery_id in deliveries:
+        grouped[(lane, channel)].append(delivery_id)
+    batches = []
+    for (lane, channel), ids in grouped.items():
+        size = 1 if lane == "critical" else batch_size
+        batches += [
+            Batch(lane=lane, channel=channel, delivery_ids=ids[start : start + size])
+            for start in range(0, len(ids), size)
+        ]
+    return batches
 
 
 def _plan(notification: Notification, now: datetime) -> list[Delivery]:
@@ -179,6 +191,7 @@ def _plan(notification: Notification, now: datetime) -> list[Delivery]:
                     version=version,
                 )
                 key = _key(target)
+                delivery.address_key = key or ""
                 if key is None:
                     delivery.state = DeliveryState.FAILED
                     delivery.reason = f"invalid {channel} address"
@@ -279,14 +292,11 @@ def _quiet_until(
 
 
 def _published_versions(notification: Notification) -> dict[tuple[str, str], TemplateVersion]:
-    from django.db.models import F
-
-    versions = TemplateVersion.objects.filter(
-        template__notification_type_id=notification.notification_type_id,
-        template__variant=notification.template_variant,
-        template__archived_at__isnull=True,
-        template__published_version_id=F("id"),
-    ).select_related("template")
+    versions = content_selectors.published_versions(
+        notification_type_id=notification.notification_type_id,
+        variant=notification.template_variant,
+        channels=notification.channels,
+    )
     return {(v.template.channel, v.template.locale): v for v in versions}
 
 

@@ -33,7 +33,7 @@ from channels.errors import (
 from channels.registry import registry
 from notifier.content.rendering import TemplateRenderError, render_message
 from notifier.notifications.models import Delivery, DeliveryEvent, DeliveryState
-from notifier.notifications.planning import Batch
+from notifier.notifications.planning import Batch, split_batches
 from notifier.notifications.routing import lane_for
 from notifier.recipients.models import Device
 
@@ -42,8 +42,8 @@ logger = logging.getLogger(__name__)
 # Claim queued rows, unless expired or suppressed since planning; expired rows end `expired`.
 # With %(resend)s, a critical row whose outcome is unknown may be claimed once more (SPEC
 # guarantee 3): `unknown_resends = 0` in the same statement makes "once" hold under any
-# number of concurrent sweeps and redeliveries. The suppression key mirrors
-# recipients.services.suppression_key: casefolded email, E.164 number and push token.
+# number of concurrent sweeps and redeliveries. `address_key` is the destination's
+# suppression key, computed once at planning.
 _CLAIM_SQL = """
 UPDATE notifications_delivery AS d
 SET state = 'sending', fence = d.fence + 1, attempts = d.attempts + 1,
@@ -58,10 +58,31 @@ WHERE d.id = ANY(%(ids)s)
   AND NOT EXISTS (
     SELECT 1 FROM recipients_suppression s
     WHERE s.tenant_id = d.tenant_id AND s.channel = d.channel
-      AND s.address = CASE WHEN d.channel = 'email' THEN lower(d.destination)
-                           ELSE d.destination END)
+      AND s.address = d.address_key)
 RETURNING d.id, d.fence, d.unknown_resends
 """
+
+# A batch's outcomes in one statement, each row only if its claim (fence) still holds. An
+# unknown outcome keeps its lease: a critical delivery may be resent once it lapses.
+_RECORD_SQL = """
+UPDATE notifications_delivery AS d
+SET state = v.state, reason = v.reason, updated_at = %s,
+    provider = COALESCE(v.provider, d.provider),
+    provider_message_id = COALESCE(v.provider_message_id, d.provider_message_id),
+    sent_at = COALESCE(v.sent_at, d.sent_at),
+    failed_at = COALESCE(v.failed_at, d.failed_at),
+    next_attempt_at = v.next_attempt_at,
+    last_error = COALESCE(v.last_error, d.last_error),
+    lease_expires_at = CASE WHEN v.state = 'unknown' THEN d.lease_expires_at END
+FROM (VALUES {values}) AS v(id, fence, state, reason, provider, provider_message_id,
+                            sent_at, failed_at, next_attempt_at, last_error)
+WHERE d.id = v.id AND d.fence = v.fence AND d.state = 'sending'
+RETURNING d.id
+"""
+_RECORD_ROW = (
+    "(%s::bigint, %s::integer, %s, %s, %s, %s, %s::timestamptz, %s::timestamptz,"
+    " %s::timestamptz, %s)"
+)
 
 # Deliveries whose worker vanished mid-send (killed, partitioned, paused past its lease):
 # whether the provider got the message is unknown, so they become `unknown`, never `queued`.
@@ -95,7 +116,6 @@ def send_deliveries(*, delivery_ids: Sequence[int], resend: bool = False) -> dic
     now = timezone.now()
     claimed = _claim(list(delivery_ids), now, resend=resend)
     _end_unclaimable(list(delivery_ids), now)
-    counts: dict[str, int] = {}
     deliveries = Delivery.objects.select_related(
         "notification", "template_version", "recipient"
     ).in_bulk(list(claimed))
@@ -103,11 +123,7 @@ def send_deliveries(*, delivery_ids: Sequence[int], resend: bool = False) -> dic
     outcomes = {pk: item for pk, item in prepared.items() if isinstance(item, Outcome)}
     messages = {pk: item for pk, item in prepared.items() if isinstance(item, OutboundMessage)}
     outcomes |= _call_providers(messages, deliveries)
-    for delivery_id, fence in claimed.items():
-        outcome = outcomes[delivery_id]
-        if _record(deliveries[delivery_id], fence, outcome):
-            counts[outcome.state] = counts.get(outcome.state, 0) + 1
-    return counts
+    return _record(deliveries, claimed, outcomes)
 
 
 def _call_providers(
@@ -258,51 +274,66 @@ def backoff(attempts: int, exc: ChannelError | None = None) -> float:
     return max(delay, retry_after or 0.0)
 
 
-def _record(delivery: Delivery, fence: int, outcome: Outcome) -> bool:
-    """Write the outcome if this worker still holds the claim (same fence)."""
+def _record(
+    deliveries: dict[int, Delivery], claimed: dict[int, int], outcomes: dict[int, Outcome]
+) -> dict[str, int]:
+    """Write a batch's outcomes in one transaction: one fenced UPDATE for every row, then the
+    events and dead devices in bulk. A row whose fence moved on (its lease lapsed and another
+    worker claimed it) is left alone. Returns a count per state recorded."""
+    if not claimed:
+        return {}
     now = timezone.now()
-    fields: dict[str, object] = {
-        "state": outcome.state,
-        "reason": outcome.reason[:255],
-        "updated_at": now,
-    }
-    if outcome.state != DeliveryState.UNKNOWN:
-        # An unknown outcome keeps its lease: a critical delivery may be resent once it lapses.
-        fields["lease_expires_at"] = None
-    if outcome.result is not None:
-        fields |= {
-            "sent_at": now,
-            "provider": outcome.result.provider,
-            "provider_message_id": outcome.result.provider_message_id,
-            "last_error": "",
-        }
-    elif outcome.state == DeliveryState.DEFERRED:
-        fields |= {"next_attempt_at": outcome.retry_at, "last_error": outcome.reason}
-    elif outcome.state != DeliveryState.UNKNOWN:
-        fields |= {"failed_at": now, "last_error": outcome.reason}
-    with transaction.atomic():
-        updated = Delivery.objects.filter(
-            pk=delivery.pk, fence=fence, state=DeliveryState.SENDING
-        ).update(**fields)
-        if updated and outcome.deactivate_device and delivery.device_id is not None:
-            # A dead token: stop sending to it at once (re-registering reactivates it).
-            Device.objects.filter(pk=delivery.device_id).update(
-                active=False, deactivated_at=now, deactivation_reason=outcome.reason[:100]
+    rows = []
+    for pk, fence in claimed.items():
+        outcome = outcomes[pk]
+        sent = outcome.result is not None
+        ended = not sent and outcome.state not in (DeliveryState.DEFERRED, DeliveryState.UNKNOWN)
+        rows.append(
+            (
+                pk,
+                fence,
+                outcome.state,
+                outcome.reason[:255],
+                outcome.result.provider if outcome.result else None,
+                outcome.result.provider_message_id if outcome.result else None,
+                now if sent else None,
+                now if ended else None,
+                outcome.retry_at,
+                # The last error: cleared on success, kept as is for an unknown outcome.
+                ""
+                if sent
+                else (None if outcome.state == DeliveryState.UNKNOWN else outcome.reason),
             )
-        if updated:
-            DeliveryEvent.objects.create(
-                delivery_id=delivery.pk,
-                state=outcome.state,
-                provider=outcome.result.provider if outcome.result else "",
-                code=outcome.code,
-                reason=outcome.reason,
-                occurred_at=now,
-            )
-    if not updated:
-        logger.warning(
-            "delivery %s: claim lost (fence %s); outcome not recorded", delivery.pk, fence
         )
-    return bool(updated)
+    values = ", ".join([_RECORD_ROW] * len(rows))
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_RECORD_SQL.format(values=values), [now, *(v for row in rows for v in row)])
+        recorded = {row[0] for row in cursor.fetchall()}
+        DeliveryEvent.objects.bulk_create(_event(pk, outcomes[pk], now) for pk in recorded)
+        for pk in recorded:
+            device_id = deliveries[pk].device_id
+            if outcomes[pk].deactivate_device and device_id is not None:
+                # A dead token: stop sending to it at once (re-registering reactivates it).
+                Device.objects.filter(pk=device_id).update(
+                    active=False, deactivated_at=now, deactivation_reason=outcomes[pk].reason[:100]
+                )
+    for pk in claimed.keys() - recorded:
+        logger.warning("delivery %s: claim lost (fence %s); outcome not recorded", pk, claimed[pk])
+    counts: dict[str, int] = {}
+    for pk in recorded:
+        counts[outcomes[pk].state] = counts.get(outcomes[pk].state, 0) + 1
+    return counts
+
+
+def _event(delivery_id: int, outcome: Outcome, at: datetime) -> DeliveryEvent:
+    return DeliveryEvent(
+        delivery_id=delivery_id,
+        state=outcome.state,
+        provider=outcome.result.provider if outcome.result else "",
+        code=outcome.code,
+        reason=outcome.reason,
+        occurred_at=at,
+    )
 
 
 def _describe(exc: BaseException) -> str:
@@ -330,18 +361,20 @@ def release_due_deliveries(*, now: datetime, limit: int, batch_size: int) -> lis
             DeliveryEvent(delivery=d, state=DeliveryState.QUEUED, code="released", occurred_at=now)
             for d in due
         )
-    grouped: dict[tuple[str, str], list[int]] = {}
-    for delivery in due:
-        lane = lane_for(
-            priority=delivery.notification.priority,
-            category=delivery.notification.notification_type.category,
-        )
-        grouped.setdefault((lane, delivery.channel), []).append(delivery.pk)
-    return [
-        Batch(lane=lane, channel=channel, delivery_ids=ids[start : start + batch_size])
-        for (lane, channel), ids in grouped.items()
-        for start in range(0, len(ids), 1 if lane == "critical" else batch_size)
-    ]
+    return split_batches(
+        (
+            (
+                lane_for(
+                    priority=d.notification.priority,
+                    category=d.notification.notification_type.category,
+                ),
+                d.channel,
+                d.pk,
+            )
+            for d in due
+        ),
+        batch_size=batch_size,
+    )
 
 
 def recover_expired_leases(*, now: datetime, limit: int, batch_size: int) -> list[Batch]:
@@ -370,4 +403,4 @@ def recover_expired_leases(*, now: datetime, limit: int, batch_size: int) -> lis
         .exclude(expires_at__lte=now)
         .values_list("pk", "channel")[:limit]
     )
-    return [Batch(lane="critical", channel=channel, delivery_ids=[pk]) for pk, channel in resend]
+    return split_batches((("critical", channel, pk) for pk, channel in resend), batch_size=1)

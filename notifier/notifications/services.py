@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,10 +11,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
-from notifier.content.models import NotificationType, TemplateVersion
+from notifier.content import selectors as content_selectors
+from notifier.content.models import NotificationType
+from notifier.core.digest import json_digest
 from notifier.core.errors import BusinessRuleViolation, Conflict
 from notifier.notifications import idempotency, relay
 from notifier.notifications.models import (
@@ -153,7 +152,11 @@ def _create_notification(
         )
     scheduled_at, expires_at = _check_times(request, now)
     wanted = list(request.channels or notification_type.default_channels)
-    versions = _published_versions(notification_type, request.template_variant, wanted)
+    versions = content_selectors.published_versions(
+        notification_type_id=notification_type.pk,
+        variant=request.template_variant,
+        channels=wanted,
+    )
     available = {version.template.channel for version in versions}
     channels = [channel for channel in wanted if channel in available]
     if request.channels is not None and len(channels) < len(wanted):
@@ -226,10 +229,7 @@ def _create_notification(
 
 def content_hash(type_key: str, variant: str, template_vars: Mapping[str, Any]) -> str:
     """What "the same content" means for deduplication: type, variant and variables."""
-    canonical = json.dumps(
-        [type_key, variant, template_vars], sort_keys=True, separators=(",", ":"), default=str
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return json_digest([type_key, variant, template_vars])
 
 
 def _check_times(request: SendRequest, now: datetime) -> tuple[datetime | None, datetime | None]:
@@ -260,17 +260,3 @@ def _check_times(request: SendRequest, now: datetime) -> tuple[datetime | None, 
                 code="expires_at_too_far",
             )
     return scheduled_at, expires_at
-
-
-def _published_versions(
-    notification_type: NotificationType, variant: str, channels: Sequence[str]
-) -> list[TemplateVersion]:
-    return list(
-        TemplateVersion.objects.filter(
-            template__notification_type=notification_type,
-            template__variant=variant,
-            template__channel__in=channels,
-            template__archived_at__isnull=True,
-            template__published_version_id=F("id"),
-        ).select_related("template")
-    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from django.conf import settings as django_settings
 
 from notifier.core import ratelimit
 from notifier.tenancy.models import Tenant
+from tests.brokers import free_port
 from tests.factories import TenantFactory, client_for
 
 URL = "/api/v1/users/someone/notifications"
@@ -100,17 +100,11 @@ class TestTenantQuota:
         assert client_for(tenant, "read").get(URL).status_code == 200
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.django_db
 @pytest.mark.usefixtures("quota")
 def test_redis_unreachable_limits_hold_locally_without_slowing_requests(settings: Any) -> None:
     # given Redis unreachable
-    settings.REDIS_URL = f"redis://127.0.0.1:{_closed_port()}/0"
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     ratelimit.reset_buckets()
     client = client_for(limited_tenant(rate=0.01, burst=2), "read")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,13 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.brokers import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _request(url: str, *, method: str = "GET", body: dict | None = None) -> tuple[int, dict, dict]:
@@ -50,7 +45,7 @@ def _request(url: str, *, method: str = "GET", body: dict | None = None) -> tupl
 def server_with(request: pytest.FixtureRequest) -> Iterator[str]:
     """Start the web app (gunicorn, as in production) with ``request.param`` overriding its
     environment; yield its URL."""
-    port = _closed_port()
+    port = free_port()
     env = {**os.environ, **request.param, "DJANGO_SETTINGS_MODULE": "notifier.settings"}
     process = subprocess.Popen(
         [
@@ -87,9 +82,9 @@ def server_with(request: pytest.FixtureRequest) -> Iterator[str]:
         process.wait(timeout=10)
 
 
-POSTGRES_DOWN = {"DATABASE_URL": f"postgres://postgres@127.0.0.1:{_closed_port()}/notifier"}
-BROKER_DOWN = {"CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{_closed_port()}//"}
-REDIS_DOWN = {"REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0"}
+POSTGRES_DOWN = {"DATABASE_URL": f"postgres://postgres@127.0.0.1:{free_port()}/notifier"}
+BROKER_DOWN = {"CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}//"}
+REDIS_DOWN = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
 
 
 @pytest.mark.parametrize("server_with", [POSTGRES_DOWN], indirect=True)

@@ -131,7 +131,9 @@ def failed_delivery(tenant: Tenant, ada: Recipient) -> Delivery:
         ).exists()
     )
     delivery = Delivery.objects.get(notification_id=notification_id)
-    Delivery.objects.filter(pk=delivery.pk).update(destination="ada@example.com")
+    Delivery.objects.filter(pk=delivery.pk).update(
+        destination="ada@example.com", address_key="ada@example.com"
+    )
     return delivery
 
 

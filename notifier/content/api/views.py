@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from notifier.content import services
+from notifier.content import selectors, services
 from notifier.content.api.serializers import (
     NotificationTypeSerializer,
     PreviewRequestSerializer,
@@ -173,15 +173,13 @@ class TemplateCollectionView(APIView):
         query = TemplateQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        templates = Template.objects.select_related(
-            "notification_type", "published_version"
-        ).filter(tenant=tenant_of(request), archived_at__isnull=True)
-        if "notification_type" in params:
-            templates = templates.filter(notification_type__key=params["notification_type"])
-        if "channel" in params:
-            templates = templates.filter(channel=params["channel"])
+        templates = selectors.templates(
+            tenant=tenant_of(request),
+            notification_type=params.get("notification_type"),
+            channel=params.get("channel"),
+        )
         offset = (params["page"] - 1) * params["limit"]
-        page = templates.order_by("id")[offset : offset + params["limit"]]
+        page = templates[offset : offset + params["limit"]]
         return Response([_template_data(t) for t in page])
 
     @extend_schema(

@@ -10,8 +10,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from channels.errors import InvalidAddress
-from notifier.core.enums import Channel
 from notifier.core.errors import BusinessRuleViolation, NotFound
 from notifier.core.openapi import USER_ID_PARAMETER, error_responses
 from notifier.core.validation import path_user_id
@@ -239,16 +237,9 @@ class SuppressionCollectionView(APIView):
         query = SuppressionQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        rows = Suppression.objects.filter(tenant=tenant_of(request)).order_by("-created_at", "-id")
-        if "channel" in params:
-            rows = rows.filter(channel=params["channel"])
-            if "address" in params:
-                rows = rows.filter(address=_matching_key(params["channel"], params["address"]))
-        elif "address" in params:
-            # Stored addresses are matching keys (casefolded email, E.164): look for the key
-            # the address has on each channel, as the filtered branch above does for one.
-            keys = {_matching_key(channel, params["address"]) for channel in Channel.values}
-            rows = rows.filter(address__in=keys)
+        rows = selectors.suppressions(
+            tenant=tenant_of(request), channel=params.get("channel"), address=params.get("address")
+        )
         offset = (params["page"] - 1) * params["limit"]
         page = rows[offset : offset + params["limit"]]
         return Response(SuppressionSerializer(page, many=True).data)
@@ -309,10 +300,3 @@ class SuppressionDetailView(APIView):
     def delete(self, request: Request, suppression_id: int) -> Response:
         services.remove_suppression(suppression=self._get(request, suppression_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-def _matching_key(channel: str, address: str) -> str:
-    try:
-        return services.suppression_key(channel=channel, address=address)
-    except InvalidAddress:
-        return address
