@@ -13,13 +13,16 @@ PYTHON ?= $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.1
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+# The provider sandbox's HTTP port (its inbox page); APNs listens on 8443, SMTP on 1025.
+SANDBOX_PORT ?= 8025
 export PORT
 
-.PHONY: help venv run test test-fast lint format migrate demo services clean
+.PHONY: help venv run test test-faults test-fast lint format migrate demo services clean
 
 help:
-	@echo "make run     - set up, migrate, load the demo tenant, start web + workers + beat"
+	@echo "make run     - set up, migrate, load the demo tenant, start web + workers + beat + sandbox"
 	@echo "make test    - set up and run the whole test suite"
+	@echo "make test-faults - the long fault-injection scenarios, with their ledger tables"
 	@echo "make lint    - ruff (lint + format check) and mypy"
 	@echo "make format  - apply ruff's formatting and fixes"
 
@@ -47,16 +50,25 @@ run: demo
 	echo "  API docs:  http://127.0.0.1:$(PORT)/api/docs/"; \
 	echo "  Admin:     http://127.0.0.1:$(PORT)/admin/  (user 'admin', password printed above on first run)"; \
 	echo "  Health:    http://127.0.0.1:$(PORT)/readyz"; \
-	echo "  Sandbox:   every message the sandbox provider accepts is appended to var/sandbox/sent.jsonl"; \
+	if [ -z "$$NOTIFIER_PROVIDERS_JSON" ]; then \
+	echo "  Sandbox:   http://127.0.0.1:$(SANDBOX_PORT)/  (every message the provider stand-ins accepted, per recipient)"; \
+	else echo "  Providers: from NOTIFIER_PROVIDERS_JSON (no sandbox)"; fi; \
 	echo "  Try:       curl -X POST http://127.0.0.1:$(PORT)/api/v1/notifications -H \"Authorization: Bearer $$KEY\" \\"; \
 	echo "               -H 'Content-Type: application/json' -d '{\"user_ids\": [\"user-1\"], \"notification_type\": \"order_shipped\", \"template_vars\": {\"order_id\": \"1042\", \"carrier\": \"UPS\", \"eta\": \"Tuesday\"}}'"; \
 	echo
-	@mkdir -p var/sandbox
-	NOTIFIER_PORT=$(PORT) NOTIFIER_SANDBOX_RECORD_TO=$${NOTIFIER_SANDBOX_RECORD_TO:-$(CURDIR)/var/sandbox/sent.jsonl} \
-	  PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/honcho start -f Procfile
+	@if [ -z "$$NOTIFIER_PROVIDERS_JSON" ]; then \
+	  $(PY) manage.py provider_sandbox --prepare --state-dir var/sandbox --http-port $(SANDBOX_PORT); fi
+	NOTIFIER_PORT=$(PORT) SANDBOX_PORT=$(SANDBOX_PORT) NOTIFIER_WEBHOOK_BASE_URL=http://127.0.0.1:$(PORT) \
+	  NOTIFIER_SANDBOX_CONNECTION=$(CURDIR)/var/sandbox/sandbox.json \
+	  PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/honcho start -f Procfile \
+	  $(if $(NOTIFIER_PROVIDERS_JSON),web relay planner critical transactional bulk beat)
 
 test: services
 	$(PY) -m pytest
+
+# The long variants of the fault scenarios (tests/faults), with their ledger tables printed.
+test-faults: services
+	$(PY) -m pytest tests/faults -m faults -s --timeout=1800
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -126,4 +126,9 @@ beat_schedule = {
         "schedule": 3600.0,
         "options": {"expires": 3600},
     },
+    "purge-outbox": {
+        "task": "notify.maintenance.purge_outbox",
+        "schedule": 3600.0,
+        "options": {"expires": 3600},
+    },
 }

@@ -14,6 +14,8 @@ from channels.errors import ProviderConfigurationError
 # repeated here because ``channels`` never imports ``notifier``.
 CHANNELS: Final = ("push", "email", "sms")
 PRIORITIES: Final = ("critical", "high", "normal", "low")
+# A push device's platform (``notifier``'s device platforms), or "" when unknown or not push.
+PLATFORMS: Final = ("ios", "android", "web", "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,7 @@ class OutboundMessage:
     priority: str = "normal"  # critical | high | normal | low
     expires_at: datetime | None = None  # aware; providers pass the remaining TTL where they can
     data: Mapping[str, str] = field(default_factory=dict)  # push data payload
+    platform: str = ""  # push: the device's platform, ios | android | web ("" if unknown)
 
     def __post_init__(self) -> None:
         if self.channel not in CHANNELS:
@@ -36,6 +39,10 @@ class OutboundMessage:
         if self.priority not in PRIORITIES:
             raise ValueError(
                 f"priority must be one of {', '.join(PRIORITIES)}, not {self.priority!r}"
+            )
+        if self.platform not in PLATFORMS:
+            raise ValueError(
+                f"platform must be one of {', '.join(map(repr, PLATFORMS))}, not {self.platform!r}"
             )
         if self.expires_at is not None and self.expires_at.utcoffset() is None:
             raise ValueError("expires_at must be timezone-aware")

@@ -145,6 +145,43 @@ class MessageRejected(PermanentError):
     accept. Sending it again unchanged would be refused again."""
 
 
+class MessageTooLong(MessageRejected):
+    """The message is over a limit of its medium or vendor: more SMS segments than allowed, a
+    push payload over the vendor's byte limit. Found by our own rules before the vendor is
+    called, so ``status_code`` is ``None``; ``size`` and ``limit`` are in ``unit``
+    (``"segments"`` or ``"bytes"``)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        size: int = 0,
+        limit: int = 0,
+        unit: str = "",
+        provider: str = "",
+        status_code: int | None = None,
+        provider_code: str = "",
+        excerpt: str = "",
+    ) -> None:
+        super().__init__(
+            message,
+            provider=provider,
+            status_code=status_code,
+            provider_code=provider_code,
+            excerpt=excerpt,
+        )
+        self.size = size
+        self.limit = limit
+        self.unit = unit
+
+
+class UnsafeHeaderValue(MessageRejected, ValueError):
+    """A header value (subject, sender name, custom header) holds a line break, another control
+    character or an encoded line break, which could inject headers into the message. Raised by
+    ``channels.email.check_header_value``; a ``ValueError`` too, so that settings checks can
+    turn it into a ``ProviderConfigurationError``."""
+
+
 class UnsupportedFeature(PermanentError):
     """The message uses something this provider cannot do (an attachment, html over SMS). Raised
     rather than silently dropping the part it cannot send."""

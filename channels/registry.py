@@ -14,6 +14,18 @@ The setting has one entry per channel, like Django's ``CACHES``::
         },
     }
 
+Besides ``DEFAULT`` and ``BACKENDS``, a channel may route and fail over:
+
+- ``FAILOVER``: names to try, in order, after ``DEFAULT`` when it certainly did not take a
+  message (down, rate-limited, refused our credentials, breaker open). Never after an unknown
+  outcome: the message may have been taken, and a second provider would send it twice.
+- ``PLATFORMS`` (push): a device platform's provider, e.g. ``{"ios": "apns"}``. A push token
+  belongs to one vendor, so such a message has no failover.
+- ``ROUTES`` (sms): the chain for destinations starting with a prefix, longest prefix first,
+  e.g. ``{"+44": ["sns", "twilio"]}`` when SNS is cheaper for the UK (cost-aware routing).
+
+``chain(channel, platform=..., destination=...)`` is the resulting list of providers to try.
+
 ``configure`` checks the whole setting and imports every class, so a mistake stops the
 process at start with a message naming the exact entry; ``get`` builds a provider on first
 use and keeps it for the life of the process.
@@ -26,14 +38,14 @@ import os
 import threading
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from channels.base import CHANNELS, Provider
+from channels.base import CHANNELS, PLATFORMS, Provider
 from channels.errors import ProviderConfigurationError
 
 SETTING = "NOTIFIER_PROVIDERS"
-_CHANNEL_KEYS = ("DEFAULT", "BACKENDS")
+_CHANNEL_KEYS = ("DEFAULT", "BACKENDS", "FAILOVER", "PLATFORMS", "ROUTES")
 _BACKEND_KEYS = ("CLASS", "OPTIONS")
 
 
@@ -48,6 +60,17 @@ class _Backend:
 class _ChannelProviders:
     default: str
     backends: Mapping[str, _Backend]
+    failover: tuple[str, ...] = ()
+    platforms: Mapping[str, str] = field(default_factory=dict)
+    routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def chain(self, *, platform: str, destination: str) -> list[str]:
+        if platform in self.platforms:
+            return [self.platforms[platform]]
+        for prefix in sorted(self.routes, key=len, reverse=True):
+            if destination.startswith(prefix):
+                return list(self.routes[prefix])
+        return [self.default, *(name for name in self.failover if name != self.default)]
 
 
 class ProviderRegistry:
@@ -101,6 +124,16 @@ class ProviderRegistry:
             return instance
         with self._lock:
             return self._build(channel, name)
+
+    def chain(self, channel: str, *, platform: str = "", destination: str = "") -> list[Provider]:
+        """The providers to try for a message, in order (see the module docstring)."""
+        entry = self._channels.get(channel)
+        if entry is None:
+            raise _channel_not_set(channel, configured=bool(self._channels))
+        return [
+            self.get(channel, name)
+            for name in entry.chain(platform=platform, destination=destination)
+        ]
 
     def names(self, channel: str) -> list[str]:
         """The names of ``channel``'s providers in the order configured; empty if it has none."""
@@ -171,7 +204,52 @@ def _parse_channel(channel: str, entry: Any, path: str) -> _ChannelProviders:
             f"{path}['DEFAULT'] is {default!r}, which is not in {backends_path}; "
             f"configured: {', '.join(backends)}"
         )
-    return _ChannelProviders(default=default, backends=backends)
+    return _ChannelProviders(
+        default=default,
+        backends=backends,
+        failover=tuple(_names(entry.get("FAILOVER", []), backends, f"{path}['FAILOVER']")),
+        platforms=_platforms(entry.get("PLATFORMS", {}), backends, f"{path}['PLATFORMS']"),
+        routes=_routes(entry.get("ROUTES", {}), backends, f"{path}['ROUTES']"),
+    )
+
+
+def _names(value: Any, backends: Mapping[str, _Backend], path: str) -> list[str]:
+    """A list of provider names, each among ``backends``."""
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ProviderConfigurationError(f"{path} must be a list of provider names")
+    for name in value:
+        if name not in backends:
+            raise ProviderConfigurationError(
+                f"{path} names {name!r}, which is not in BACKENDS; "
+                f"configured: {', '.join(backends)}"
+            )
+    return list(value)
+
+
+def _platforms(value: Any, backends: Mapping[str, _Backend], path: str) -> dict[str, str]:
+    _require_mapping(value, path)
+    for platform, name in value.items():
+        if platform not in PLATFORMS or not platform:
+            raise ProviderConfigurationError(
+                f"{path} has {platform!r}, which is not a platform; expected "
+                f"{', '.join(p for p in PLATFORMS if p)}"
+            )
+        _names([name], backends, f"{path}[{platform!r}]")
+    return dict(value)
+
+
+def _routes(value: Any, backends: Mapping[str, _Backend], path: str) -> dict[str, tuple[str, ...]]:
+    _require_mapping(value, path)
+    routes = {}
+    for prefix, names in value.items():
+        if not isinstance(prefix, str) or not prefix.startswith("+") or not prefix[1:].isdigit():
+            raise ProviderConfigurationError(
+                f"{path} has {prefix!r}; a route's key is an E.164 prefix such as '+44'"
+            )
+        routes[prefix] = tuple(_names(names, backends, f"{path}[{prefix!r}]"))
+        if not routes[prefix]:
+            raise ProviderConfigurationError(f"{path}[{prefix!r}] is empty")
+    return routes
 
 
 def _parse_backend(channel: str, name: Any, backend: Any, path: str) -> _Backend:

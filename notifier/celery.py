@@ -16,15 +16,19 @@ app.autodiscover_tasks()
 
 
 @worker_init.connect
-def declare_dead_letters(sender: Any = None, **kwargs: Any) -> None:
-    """Declare the dead-letter exchange and queue before any worker consumes.
+def declare_topology(sender: Any = None, **kwargs: Any) -> None:
+    """Declare the dead-letter exchange and queue, then every work queue, before any worker
+    consumes.
 
     With at-least-once dead-lettering RabbitMQ holds rejected messages in the source queue
-    until the DLX target exists, so it must exist first (ECOSYSTEM.md §4.2).
+    until the DLX target exists, so it must exist first (ECOSYSTEM.md §4.2). Every lane's
+    queues are declared by every pool, not only its own: publishers publish ``mandatory`` (an
+    unroutable message stays in the outbox), and Celery binds every configured queue to its
+    delayed-delivery exchanges at start, which fails for a queue not declared yet.
     """
     import celeryconfig
 
     with app.connection_for_write() as conn:
         channel = conn.default_channel
-        for queue in celeryconfig.dead_letter_queues:
+        for queue in (*celeryconfig.dead_letter_queues, *celeryconfig.task_queues):
             queue.bind(channel).declare()

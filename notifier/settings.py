@@ -4,7 +4,9 @@ Every value has a default that points at the local services on their standard po
 fresh checkout runs with no configuration. Project settings carry the ``NOTIFIER_`` prefix.
 """
 
+import json
 from pathlib import Path
+from typing import Any
 
 import environ
 
@@ -36,6 +38,8 @@ INSTALLED_APPS = [
     "notifier.recipients",
     "notifier.content",
     "notifier.notifications",
+    "notifier.sandbox",
+    "notifier.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -122,11 +126,22 @@ NOTIFIER_MAX_SCHEDULE_AHEAD_DAYS = env.int("NOTIFIER_MAX_SCHEDULE_AHEAD_DAYS", d
 # Clock skew tolerated on client timestamps, in seconds: scheduled_at slightly in the past
 # means "now", further in the past is refused.
 NOTIFIER_CLOCK_SKEW = env.int("NOTIFIER_CLOCK_SKEW", default=300)
-# Publish an accepted notification right after its commit (the relay catches up otherwise).
+# Publish outbox rows (accepted notifications, queued deliveries) right after their commit;
+# the relay publishes whatever this misses, and everything when it is off.
 NOTIFIER_PUBLISH_ON_COMMIT = env.bool("NOTIFIER_PUBLISH_ON_COMMIT", default=True)
 # Seconds a worker owns a claimed delivery before another may take it over. Longer than any
 # provider call's timeout, so a live worker never loses its claim mid-send.
 NOTIFIER_DELIVERY_LEASE = env.int("NOTIFIER_DELIVERY_LEASE", default=60)
+# Per-user order (SPEC guarantee 10): a delivery waits while an earlier one of the same user,
+# channel and lane, accepted at most this many seconds before it, is queued or sending.
+# 0 turns ordering off. A waiting delivery is retried as soon as its predecessor's outcome is
+# recorded, and by beat after NOTIFIER_ORDER_RETRY seconds at the latest.
+NOTIFIER_ORDER_WINDOW = env.int("NOTIFIER_ORDER_WINDOW", default=120)
+NOTIFIER_ORDER_RETRY = env.float("NOTIFIER_ORDER_RETRY", default=2.0)
+# NEVER in production: the fault harness's negative control (tests/faults) turns off the
+# claim's state check, so that a redelivered message sends again what was sent or is held by
+# another worker, and checks that the harness then counts the duplicates.
+NOTIFIER_UNSAFE_CLAIM_HELD_ROWS = env.bool("NOTIFIER_UNSAFE_CLAIM_HELD_ROWS", default=False)
 # Attempts per delivery before it fails, by priority.
 NOTIFIER_MAX_ATTEMPTS = {"critical": 5, "high": 5, "normal": 4, "low": 3}
 # Retry backoff: full jitter over base * 2**attempt seconds, capped.
@@ -138,10 +153,17 @@ NOTIFIER_CHANNEL_CAPS = {"push": {"limit": 10, "period": 3600}}
 NOTIFIER_CATEGORY_CAPS = {"marketing": {"limit": 3, "period": 86400}}
 # Provider calls in flight at once within one delivery task (threads; calls are I/O-bound).
 NOTIFIER_SEND_CONCURRENCY = env.int("NOTIFIER_SEND_CONCURRENCY", default=32)
+# How long a sending thread may wait for a provider's outbound rate-limit token before the
+# delivery is deferred instead (pacing within a batch, not a retry).
+NOTIFIER_THROTTLE_MAX_WAIT = env.float("NOTIFIER_THROTTLE_MAX_WAIT", default=1.0)
 # Delivery ids per task on the transactional and bulk lanes (critical sends one per task).
 NOTIFIER_DELIVERY_BATCH = env.int("NOTIFIER_DELIVERY_BATCH", default=50)
-# Providers per channel (channels.registry). Without credentials every channel uses the
-# in-process sandbox, which records what it accepts to NOTIFIER_SANDBOX_RECORD_TO if set.
+# Providers per channel (channels.registry; docs/providers.md), first found of:
+# - NOTIFIER_PROVIDERS_JSON: the whole setting as JSON, or "@/path/to/file.json" (credentials);
+# - NOTIFIER_SANDBOX_CONNECTION: the connection file of a running provider sandbox (make run):
+#   every real provider's SDK, pointed at the sandbox;
+# - else the in-process sandbox provider, which records what it accepts to
+#   NOTIFIER_SANDBOX_RECORD_TO if set (the test suites).
 _SANDBOX = {
     "DEFAULT": "sandbox",
     "BACKENDS": {
@@ -150,11 +172,31 @@ _SANDBOX = {
             "OPTIONS": {
                 "RECORD_TO": env.str("NOTIFIER_SANDBOX_RECORD_TO", default=None),
                 "ATTEMPTS_TO": env.str("NOTIFIER_SANDBOX_ATTEMPTS_TO", default=None),
+                "LATENCY_MS": env.float("NOTIFIER_SANDBOX_LATENCY_MS", default=0.0),
+                "JITTER_MS": env.float("NOTIFIER_SANDBOX_JITTER_MS", default=0.0),
             },
         }
     },
 }
-NOTIFIER_PROVIDERS = {"push": _SANDBOX, "email": _SANDBOX, "sms": _SANDBOX}
+_PROVIDERS_JSON = env.str("NOTIFIER_PROVIDERS_JSON", default="")
+_SANDBOX_CONNECTION = env.str("NOTIFIER_SANDBOX_CONNECTION", default="")
+NOTIFIER_PROVIDERS: dict[str, Any]
+if _PROVIDERS_JSON:
+    NOTIFIER_PROVIDERS = json.loads(
+        Path(_PROVIDERS_JSON[1:]).read_text()
+        if _PROVIDERS_JSON.startswith("@")
+        else _PROVIDERS_JSON
+    )
+elif _SANDBOX_CONNECTION:
+    from notifier.sandbox.providers import providers_from_file
+
+    # Twilio's status callbacks go to our webhooks when we know where they are served.
+    NOTIFIER_PROVIDERS = providers_from_file(
+        _SANDBOX_CONNECTION,
+        webhook_base_url=env.str("NOTIFIER_WEBHOOK_BASE_URL", default=""),
+    )
+else:
+    NOTIFIER_PROVIDERS = {"push": _SANDBOX, "email": _SANDBOX, "sms": _SANDBOX}
 # Health checks of the broker and Redis give up after this many seconds.
 NOTIFIER_HEALTH_TIMEOUT = env.float("NOTIFIER_HEALTH_TIMEOUT", default=2.0)
 
@@ -214,3 +256,48 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("NOTIFIER_LOG_LEVEL", default="INFO")},
 }
+
+# Provider health (SPEC guarantee 6): a circuit breaker per provider and outbound rate limits
+# per provider account, both shared by every worker through Redis (docs/operations.md,
+# "Provider health"). A breaker opens after CONSECUTIVE_FAILURES failures in a row, or when more
+# than ERROR_RATE of the calls of the last WINDOW seconds failed (from MIN_CALLS calls on); it
+# stays open OPEN_FOR seconds, then lets one probe call through.
+NOTIFIER_BREAKER = {
+    "CONSECUTIVE_FAILURES": env.int("NOTIFIER_BREAKER_CONSECUTIVE_FAILURES", default=5),
+    "ERROR_RATE": env.float("NOTIFIER_BREAKER_ERROR_RATE", default=0.5),
+    "WINDOW": env.float("NOTIFIER_BREAKER_WINDOW", default=60),
+    "MIN_CALLS": env.int("NOTIFIER_BREAKER_MIN_CALLS", default=10),
+    "OPEN_FOR": env.float("NOTIFIER_BREAKER_OPEN_FOR", default=30),
+}
+NOTIFIER_BREAKER_PREFIX = env.str("NOTIFIER_BREAKER_PREFIX", default="notifier:breaker")
+# Provider name (a BACKENDS key of NOTIFIER_PROVIDERS) -> {"RATE": calls per second, "BURST":
+# calls at once}, from the provider account's limits, e.g. as JSON in the environment:
+# NOTIFIER_PROVIDER_RATE_LIMITS='{"twilio": {"RATE": 100, "BURST": 100},
+#                                 "ses": {"RATE": 14, "BURST": 14}}'
+# Providers not listed are not limited.
+NOTIFIER_PROVIDER_RATE_LIMITS = env.json("NOTIFIER_PROVIDER_RATE_LIMITS", default={})
+NOTIFIER_THROTTLE_PREFIX = env.str("NOTIFIER_THROTTLE_PREFIX", default="notifier:throttle")
+# Worker processes that call providers, on all hosts. While Redis is down each process limits
+# itself to RATE and BURST divided by this, so the total stays near the account's limit.
+NOTIFIER_WORKER_PROCESSES_HINT = env.int("NOTIFIER_WORKER_PROCESSES_HINT", default=4)
+
+# Provider webhooks (docs/webhooks.md). NOTIFIER_WEBHOOK_BASE_URL: scheme://host[:port] the
+# providers call, when a proxy stands in front of us (Twilio signs the URL it called). SNS
+# signing certificates and subscription confirmations are fetched only from URLs matching these
+# patterns: SNS' own hosts over HTTPS. With a provider sandbox (make run), its certificate URL
+# is allowed too, and Twilio's status callbacks point at NOTIFIER_WEBHOOK_BASE_URL.
+NOTIFIER_WEBHOOK_BASE_URL = env.str("NOTIFIER_WEBHOOK_BASE_URL", default="")
+_SNS_HOSTS = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
+NOTIFIER_SNS_CERT_URL_PATTERN = env.str("NOTIFIER_SNS_CERT_URL_PATTERN", default=_SNS_HOSTS)
+NOTIFIER_SNS_SUBSCRIBE_URL_PATTERN = env.str(
+    "NOTIFIER_SNS_SUBSCRIBE_URL_PATTERN", default=_SNS_HOSTS
+)
+if _SANDBOX_CONNECTION and not _PROVIDERS_JSON:
+    from notifier.sandbox.providers import webhook_settings_from_file
+
+    NOTIFIER_SNS_CERT_URL_PATTERN = env.str(
+        "NOTIFIER_SNS_CERT_URL_PATTERN",
+        default=webhook_settings_from_file(_SANDBOX_CONNECTION).get(
+            "NOTIFIER_SNS_CERT_URL_PATTERN", _SNS_HOSTS
+        ),
+    )

@@ -35,7 +35,9 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("admin/provider-health/", include("notifier.notifications.admin_health")),
     path("admin/", admin.site.urls),
+    path("webhooks/", include("notifier.webhooks.urls")),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
 ]

@@ -100,3 +100,37 @@ class PrivateRabbitMQ:
                 timeout=10,
             )
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+class PrivateRedis:
+    """A Redis of the test's own (no persistence) on a free port: safe to kill, flush or stop."""
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="notifier-redis-"))
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.base),
+            ],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not _listening(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("private redis-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        shutil.rmtree(self.base, ignore_errors=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from rest_framework.test import APIClient
 
 from notifier.content.models import NotificationType
@@ -39,6 +41,49 @@ def rabbitmq() -> Iterator[PrivateRabbitMQ]:
         else:
             os.environ["CELERY_BROKER_URL"] = previous
         broker.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def provider_health_prefixes() -> Iterator[tuple[str, str]]:
+    """Circuit breakers and provider rate limits live in the machine's shared Redis: the
+    session keeps them under key prefixes of its own (worker subprocesses too, through the
+    environment), and deletes its keys at the end."""
+    from django.conf import settings as django_settings
+
+    session = uuid.uuid4().hex[:12]
+    prefixes = (f"notifier:test:{session}:breaker", f"notifier:test:{session}:throttle")
+    for name, prefix in zip(
+        ("NOTIFIER_BREAKER_PREFIX", "NOTIFIER_THROTTLE_PREFIX"), prefixes, strict=True
+    ):
+        os.environ[name] = prefix
+        setattr(django_settings, name, prefix)
+    yield prefixes
+    _delete_keys(django_settings.REDIS_URL, f"notifier:test:{session}:*")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_provider_health(provider_health_prefixes: tuple[str, str]) -> Iterator[None]:
+    """Each test starts with every breaker closed and every bucket full: a test that makes
+    the sandbox fail on purpose must not open a breaker for the tests after it."""
+    from django.conf import settings as django_settings
+
+    from notifier.notifications.breakers import reset_breakers
+    from notifier.notifications.throttle import reset_throttle
+
+    yield
+    for prefix in provider_health_prefixes:
+        _delete_keys(django_settings.REDIS_URL, f"{prefix}*")
+    reset_breakers()
+    reset_throttle()
+
+
+def _delete_keys(url: str, pattern: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        for key in client.scan_iter(pattern):
+            client.delete(key)
+    finally:
+        client.close()
 
 
 @pytest.fixture(autouse=True)

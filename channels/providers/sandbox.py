@@ -14,7 +14,9 @@ file, appended to it as ``{"correlation_id", "destination", "outcome"}``; the ou
 ``"accepted"`` or the class name of the error raised (``"ProviderUnavailable"``...).
 
 Options: ``RECORD_TO`` and ``ATTEMPTS_TO`` (file paths; empty or absent: memory only) and
-``LATENCY_MS`` (a sleep before every send; default 0).
+``LATENCY_MS`` (a sleep before every send; default 0) and ``JITTER_MS`` (a random extra
+sleep up to that many milliseconds; default 0) and ``DOWN`` (``True``: every send raises
+``ProviderUnavailable``, an outage for failover tests; default ``False``).
 
 Failures on demand
 ------------------
@@ -56,6 +58,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import re
 import threading
 import time
@@ -80,7 +83,7 @@ from channels.errors import (
     RecipientUnreachable,
 )
 
-OPTIONS = ("RECORD_TO", "ATTEMPTS_TO", "LATENCY_MS")
+OPTIONS = ("RECORD_TO", "ATTEMPTS_TO", "LATENCY_MS", "JITTER_MS", "DOWN")
 RECORD_TEXT_MAX_CHARS = 2000
 RATE_LIMIT_RETRY_AFTER = 2.0
 
@@ -138,17 +141,13 @@ class SandboxProvider(Provider):
             )
         self._record_to = _path_option(options, "RECORD_TO", provider=name)
         self._attempts_to = _path_option(options, "ATTEMPTS_TO", provider=name)
-        latency_ms = options.get("LATENCY_MS", 0)
-        if (
-            isinstance(latency_ms, bool)
-            or not isinstance(latency_ms, int | float)
-            or latency_ms < 0
-        ):
+        self._latency_ms = _milliseconds_option(options, "LATENCY_MS", provider=name)
+        self._jitter_ms = _milliseconds_option(options, "JITTER_MS", provider=name)
+        self._down = options.get("DOWN", False)
+        if not isinstance(self._down, bool):
             raise ProviderConfigurationError(
-                f"LATENCY_MS must be a number of milliseconds >= 0, not {latency_ms!r}",
-                provider=name,
+                f"DOWN must be true or false, not {self._down!r}", provider=name
             )
-        self._latency_ms = float(latency_ms)
         # Guards the in-memory records, and makes counting and recording an attempt one step.
         self._lock = threading.Lock()
         self._sent: list[AcceptedMessage] = []
@@ -181,6 +180,8 @@ class SandboxProvider(Provider):
         script = _script_of(message)
         slow = _SLOW.search(script)
         delay_ms = self._latency_ms + (int(slow[1]) if slow else 0)
+        if self._jitter_ms:
+            delay_ms += random.uniform(0, self._jitter_ms)  # noqa: S311 - test latency
         if delay_ms:
             time.sleep(delay_ms / 1000)
         with self._lock, self._attempts_file() as attempts_fd:
@@ -194,6 +195,10 @@ class SandboxProvider(Provider):
 
     def _answer(self, message: OutboundMessage, script: str, attempts_fd: int | None) -> SendResult:
         """Raise what the script asks for, else accept; the caller holds ``_lock``."""
+        if self._down:
+            raise ProviderUnavailable(
+                "sandbox is down (option DOWN)", provider=self.name, status_code=503
+            )
         if "fail-config" in script:
             raise ProviderConfigurationError(
                 "sandbox refuses its credentials (marker 'fail-config')", provider=self.name
@@ -347,3 +352,12 @@ def _write_line(fd: int, record: Mapping[str, Any], path: str | None) -> None:
     written = os.write(fd, line)
     if written != len(line):
         raise OSError(f"short write to {path}: {written} of {len(line)} bytes")
+
+
+def _milliseconds_option(options: Mapping[str, Any], key: str, *, provider: str) -> float:
+    value = options.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ProviderConfigurationError(
+            f"{key} must be a number of milliseconds >= 0, not {value!r}", provider=provider
+        )
+    return float(value)

@@ -35,6 +35,12 @@ class NotificationTypeForm(forms.ModelForm):
     default_channels = forms.MultipleChoiceField(
         choices=Channel.choices, widget=forms.CheckboxSelectMultiple
     )
+    fallback_channels = forms.MultipleChoiceField(
+        choices=[(Channel.EMAIL, "email"), (Channel.SMS, "SMS")],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="When push cannot reach a user: email first, then SMS, among those ticked.",
+    )
 
     class Meta:
         model = NotificationType
@@ -48,6 +54,7 @@ class NotificationTypeForm(forms.ModelForm):
             "cap_limit",
             "cap_period",
             "dedup_window",
+            "fallback_channels",
         )
 
     def clean(self) -> dict[str, Any]:

@@ -20,6 +20,14 @@ class NotificationType(models.Model):
         max_length=8, choices=Priority.choices, default=Priority.NORMAL
     )
     default_channels = ArrayField(models.CharField(max_length=8, choices=Channel.choices))
+    fallback_channels = ArrayField(
+        models.CharField(max_length=8, choices=Channel.choices),
+        default=list,
+        blank=True,
+        help_text="When push cannot reach a user (no active device, or the last one's token "
+        "died), the first of these channels the user allows and can be reached on is used "
+        "instead, in this order. Empty: no fallback.",
+    )
     cap_limit = models.PositiveIntegerField(
         null=True,
         blank=True,

@@ -171,6 +171,7 @@ class TypeSettings:
     cap_limit: int | None = None
     cap_period: int | None = None
     dedup_window: int = 0
+    fallback_channels: Sequence[str] = ()
 
     def as_fields(self) -> dict[str, Any]:
         return {
@@ -181,6 +182,7 @@ class TypeSettings:
             "cap_limit": self.cap_limit,
             "cap_period": self.cap_period,
             "dedup_window": self.dedup_window,
+            "fallback_channels": list(self.fallback_channels),
         }
 
 

@@ -2,7 +2,8 @@
 
 ``/healthz`` says the process serves requests and touches nothing else, so an orchestrator
 never restarts a healthy web process because a dependency is down. ``/readyz`` checks each
-dependency with a short timeout and reports each one.
+dependency with a short timeout and reports each one, and each provider's circuit breaker:
+an open breaker is information, not unreadiness (the pipeline fails over or waits).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 from kombu import Connection
+
+from notifier.notifications.breakers import breakers, configured_providers
 
 
 def _check_database() -> None:
@@ -47,6 +50,19 @@ CHECKS: dict[str, Callable[[], None]] = {
 }
 
 
+def _providers() -> dict[str, dict[str, object]]:
+    """Each configured provider's breaker (Redis, or this process's view without it)."""
+    return {
+        status.provider: {
+            "breaker": str(status.state),
+            "failures": status.failures,
+            "retry_at": status.retry_at,
+            "source": status.source,
+        }
+        for status in breakers().statuses(configured_providers())
+    }
+
+
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
@@ -66,6 +82,6 @@ def readyz(request: HttpRequest) -> JsonResponse:
         report[name]["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
     ready = all(item["status"] == "ok" for item in report.values())
     return JsonResponse(
-        {"status": "ok" if ready else "unavailable", "checks": report},
+        {"status": "ok" if ready else "unavailable", "checks": report, "providers": _providers()},
         status=200 if ready else 503,
     )

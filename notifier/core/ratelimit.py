@@ -1,54 +1,116 @@
 """Token buckets in Redis, shared by every process, with a local fallback.
 
 A bucket holds up to ``burst`` tokens and refills at ``rate`` tokens per second; taking a
-token is one atomic Lua call using Redis's clock, so web processes on many hosts share one
-limit without clock skew. Redis is a cache here (SPEC guarantee 9): when it is unreachable,
-each process falls back to a bucket of its own with the same rate and burst, so limits still
-hold per process (the global limit becomes ``rate`` × processes) and nothing waits on Redis.
-After a Redis failure the local bucket is used for ``RETRY_REDIS_AFTER`` seconds before Redis
-is tried again, so an outage costs one short timeout, not one per request.
+token is one atomic Lua call using Redis's clock, so processes on many hosts share one limit
+without clock skew. The API quota (per tenant) and the outbound provider limits
+(``notifier.notifications.throttle``) are such buckets.
+
+A bucket can also be *penalized* when the service it guards answers 429: its effective rate
+halves (at most once per ``PENALTY_COOLDOWN``, however many calls were refused at once, and
+never below ``PENALTY_FLOOR`` of the configured rate), it empties, and it stays shut for the
+Retry-After the service gave. It then recovers additively: ``RECOVERY_STEP`` of the configured
+rate more for every ``RECOVERY_EVERY`` seconds without another penalty (AIMD, as TCP does).
+
+Redis is a cache here (SPEC guarantee 9): when it is unreachable, each process falls back to a
+bucket of its own with ``local_share`` of the rate and burst, so limits still hold and nothing
+waits on Redis (see ``notifier.core.redis_scripts``).
 """
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import math
 import threading
 import time
 from dataclasses import dataclass
 
-import redis
 from django.conf import settings
 
-logger = logging.getLogger(__name__)
+from notifier.core.redis_scripts import RedisScripts, RedisUnavailable
 
-RETRY_REDIS_AFTER = 5.0
-# A rate limiter must never slow the request it guards: give up on Redis quickly.
-REDIS_TIMEOUT = 0.1
+PENALTY_FLOOR = 0.1
+PENALTY_COOLDOWN = 1.0
+RECOVERY_STEP = 0.1
+RECOVERY_EVERY = 10.0
 
-# KEYS[1] bucket; ARGV rate (tokens/s), burst, cost. Returns {allowed, wait in ms}.
-_TAKE_SCRIPT = """
+# KEYS[1] bucket; ARGV rate, burst, recovery step, recovery period, then the script's own.
+# Fields: tokens, at (refill starts there; in the future while blocked), eff and pen_at (the
+# effective rate set by the last penalty, and when; absent when not penalized).
+_BUCKET = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
+local step = tonumber(ARGV[3])
+local every = tonumber(ARGV[4])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at', 'eff', 'pen_at')
 local tokens = tonumber(state[1]) or burst
 local at = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local penalized_at = tonumber(state[4])
+local effective = rate
+if state[3] then
+  local steps = math.floor((now - penalized_at) / every)
+  effective = math.min(rate, tonumber(state[3]) + steps * step * rate)
+end
+if now > at then
+  tokens = math.min(burst, tokens + (now - at) * effective)
+  at = now
+end
+local function save(penalized)
+  redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', at)
+  local ttl = math.max(0, at - now) + burst / effective + 1
+  if penalized and effective < rate then
+    ttl = ttl + ((rate - effective) / (step * rate) + 1) * every
+  elseif state[3] then
+    redis.call('HDEL', KEYS[1], 'eff', 'pen_at')
+  end
+  redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 1000))
+end
+"""
+
+# ARGV[5] cost. Returns {allowed, wait in ms}.
+_TAKE_SCRIPT = (
+    _BUCKET
+    + """
+local cost = tonumber(ARGV[5])
 local allowed = 0
 local wait_ms = 0
-if tokens >= cost then
+if at <= now and tokens >= cost then
   tokens = tokens - cost
   allowed = 1
 else
-  wait_ms = math.ceil((cost - tokens) / rate * 1000)
+  wait_ms = math.ceil((math.max(0, at - now) + math.max(0, cost - tokens) / effective) * 1000)
 end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+save(state[3] and effective < rate)
 return {allowed, wait_ms}
 """
+)
+
+# ARGV[5] seconds to stay shut, ARGV[6] floor (fraction of rate), ARGV[7] cooldown.
+_PENALIZE_SCRIPT = (
+    _BUCKET
+    + """
+if not penalized_at or now - penalized_at >= tonumber(ARGV[7]) then
+  effective = math.max(tonumber(ARGV[6]) * rate, effective / 2)
+end
+redis.call('HSET', KEYS[1], 'eff', effective, 'pen_at', now)
+tokens = 0
+at = math.max(at, now + tonumber(ARGV[5]))
+save(true)
+return 1
+"""
+)
+
+# Read only. Returns {tokens, effective rate, blocked until (0 when not), now} as strings:
+# Redis would truncate Lua numbers to integers.
+_PEEK_SCRIPT = (
+    _BUCKET
+    + """
+local blocked = 0
+if at > now then blocked = at end
+return {tostring(tokens), tostring(effective), tostring(blocked), tostring(now)}
+"""
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,48 +119,133 @@ class Decision:
     retry_after: float  # seconds until the request would be allowed; 0 when allowed
 
 
+@dataclass(frozen=True, slots=True)
+class BucketState:
+    tokens: float
+    effective_rate: float
+    blocked_until: float  # epoch seconds; 0 when not blocked
+    source: str  # "redis" | "local"
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
+    effective: float | None = None  # set by the last penalty
+    penalized_at: float | None = None
+
+
 class _LocalBuckets:
-    """The same algorithm in process memory, for when Redis is unreachable."""
+    """The same algorithm in process memory (monotonic clock), for when Redis is unreachable."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._state: dict[str, tuple[float, float]] = {}
+        self._state: dict[str, _Bucket] = {}
+
+    def _refilled(self, key: str, rate: float, burst: int, now: float) -> tuple[_Bucket, float]:
+        bucket = self._state.setdefault(key, _Bucket(tokens=float(burst), at=now))
+        effective = rate
+        if bucket.effective is not None and bucket.penalized_at is not None:
+            steps = math.floor((now - bucket.penalized_at) / RECOVERY_EVERY)
+            effective = min(rate, bucket.effective + steps * RECOVERY_STEP * rate)
+            if effective >= rate:
+                bucket.effective = bucket.penalized_at = None
+        if now > bucket.at:
+            bucket.tokens = min(float(burst), bucket.tokens + (now - bucket.at) * effective)
+            bucket.at = now
+        return bucket, effective
 
     def take(self, key: str, *, rate: float, burst: int, cost: int) -> Decision:
         now = time.monotonic()
         with self._lock:
-            tokens, at = self._state.get(key, (float(burst), now))
-            tokens = min(float(burst), tokens + (now - at) * rate)
-            if tokens >= cost:
-                self._state[key] = (tokens - cost, now)
+            bucket, effective = self._refilled(key, rate, burst, now)
+            if bucket.at <= now and bucket.tokens >= cost:
+                bucket.tokens -= cost
                 return Decision(allowed=True, retry_after=0.0)
-            self._state[key] = (tokens, now)
-            return Decision(allowed=False, retry_after=(cost - tokens) / rate)
+            wait = max(0.0, bucket.at - now) + max(0.0, cost - bucket.tokens) / effective
+            return Decision(allowed=False, retry_after=wait)
+
+    def penalize(self, key: str, *, rate: float, burst: int, block: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            bucket, effective = self._refilled(key, rate, burst, now)
+            if bucket.penalized_at is None or now - bucket.penalized_at >= PENALTY_COOLDOWN:
+                effective = max(PENALTY_FLOOR * rate, effective / 2)
+            bucket.effective, bucket.penalized_at = effective, now
+            bucket.tokens = 0.0
+            bucket.at = max(bucket.at, now + block)
+
+    def peek(self, key: str, *, rate: float, burst: int) -> BucketState:
+        now = time.monotonic()
+        with self._lock:
+            bucket, effective = self._refilled(key, rate, burst, now)
+            blocked = time.time() + (bucket.at - now) if bucket.at > now else 0.0
+            return BucketState(bucket.tokens, effective, blocked, source="local")
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._state.pop(key, None)
 
 
 class TokenBuckets:
-    def __init__(self, url: str, *, prefix: str) -> None:
-        self._client = redis.Redis.from_url(
-            url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT
-        )
-        self._take = self._client.register_script(_TAKE_SCRIPT)
+    """Buckets under ``prefix`` in Redis; ``local_share`` of each limit per process without it.
+
+    ``local_share`` is 1 for the API quota (every web process keeps the tenant's full quota
+    while Redis is down) and 1 / processes for provider limits, whose total must hold.
+    """
+
+    def __init__(self, url: str, *, prefix: str, local_share: float = 1.0) -> None:
+        self._redis = RedisScripts(url, purpose=f"rate limiter {prefix}")
+        self._take = self._redis.register(_TAKE_SCRIPT)
+        self._penalize = self._redis.register(_PENALIZE_SCRIPT)
+        self._peek = self._redis.register(_PEEK_SCRIPT)
         self._prefix = prefix
         self._local = _LocalBuckets()
-        self._redis_down_until = 0.0
+        self._local_share = local_share
+
+    def _args(self, rate: float, burst: int) -> list[float]:
+        return [rate, burst, RECOVERY_STEP, RECOVERY_EVERY]
+
+    def _local_limit(self, rate: float, burst: int) -> tuple[float, int]:
+        return rate * self._local_share, max(1, math.floor(burst * self._local_share))
 
     def take(self, key: str, *, rate: float, burst: int, cost: int = 1) -> Decision:
         """Take ``cost`` tokens from bucket ``key`` if it has them."""
-        if time.monotonic() >= self._redis_down_until:
-            try:
-                allowed, wait_ms = self._take(
-                    keys=[f"{self._prefix}{key}"], args=[rate, burst, cost]
-                )
-            except redis.RedisError as exc:
-                self._redis_down_until = time.monotonic() + RETRY_REDIS_AFTER
-                logger.warning("rate limiter: Redis unavailable (%s), using local buckets", exc)
-            else:
-                return Decision(allowed=bool(allowed), retry_after=int(wait_ms) / 1000)
-        return self._local.take(key, rate=rate, burst=burst, cost=cost)
+        try:
+            allowed, wait_ms = self._redis.run(
+                self._take, keys=[self._prefix + key], args=[*self._args(rate, burst), cost]
+            )
+        except RedisUnavailable:
+            local_rate, local_burst = self._local_limit(rate, burst)
+            return self._local.take(key, rate=local_rate, burst=local_burst, cost=cost)
+        return Decision(allowed=bool(allowed), retry_after=int(wait_ms) / 1000)
+
+    def penalize(self, key: str, *, rate: float, burst: int, block: float = 0.0) -> None:
+        """Halve the bucket's effective rate, empty it, and keep it shut ``block`` seconds."""
+        args = [*self._args(rate, burst), max(0.0, block), PENALTY_FLOOR, PENALTY_COOLDOWN]
+        try:
+            self._redis.run(self._penalize, keys=[self._prefix + key], args=args)
+        except RedisUnavailable:
+            local_rate, local_burst = self._local_limit(rate, burst)
+            self._local.penalize(key, rate=local_rate, burst=local_burst, block=max(0.0, block))
+
+    def peek(self, key: str, *, rate: float, burst: int) -> BucketState:
+        """The bucket as it is now, changing nothing. From the local fallback, this process's
+        share of it."""
+        try:
+            tokens, effective, blocked, _ = self._redis.run(
+                self._peek, keys=[self._prefix + key], args=self._args(rate, burst)
+            )
+        except RedisUnavailable:
+            local_rate, local_burst = self._local_limit(rate, burst)
+            return self._local.peek(key, rate=local_rate, burst=local_burst)
+        return BucketState(float(tokens), float(effective), float(blocked), source="redis")
+
+    def forget(self, key: str) -> None:
+        """Delete bucket ``key``, in Redis and locally (operator reset, tests)."""
+        self._local.forget(key)
+        with contextlib.suppress(RedisUnavailable):
+            self._redis.delete(self._prefix + key)
 
 
 _buckets: TokenBuckets | None = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,17 +23,15 @@ from typing import Any
 from amqp.exceptions import AMQPError, MessageNacked
 from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 from kombu import Producer, Queue
 from kombu.exceptions import KombuError
 from kombu.message import Message
 
 import celeryconfig
 from notifier.celery import app
-from notifier.notifications import tasks
+from notifier.notifications import relay
 from notifier.notifications.models import Delivery, DeliveryEvent, DeliveryState
 from notifier.notifications.planning import Batch
-from notifier.notifications.routing import lane_for
 from notifier.notifications.states import can_replay
 
 logger = logging.getLogger(__name__)
@@ -284,7 +282,7 @@ def replay_delivery(*, delivery_id: int, now: datetime) -> bool:
     a replay gets one attempt: a transient error fails it again rather than retrying. An
     expired delivery is refused and stays as it is.
     """
-    before = Delivery.objects.filter(pk=delivery_id).values("state", "reason", "failed_at").first()
+    before = Delivery.objects.filter(pk=delivery_id).values("state", "lane", "channel").first()
     if before is None or not can_replay(before["state"]):
         return False
     with transaction.atomic():
@@ -309,42 +307,9 @@ def replay_delivery(*, delivery_id: int, now: datetime) -> bool:
             detail={"from": before["state"]},
             occurred_at=now,
         )
-    delivery = Delivery.objects.select_related("notification__notification_type").get(
-        pk=delivery_id
-    )
-    lane = lane_for(
-        priority=delivery.notification.priority,
-        category=delivery.notification.notification_type.category,
-    )
-    try:
-        tasks.enqueue([Batch(lane=lane, channel=delivery.channel, delivery_ids=[delivery_id])])
-    except Exception:
-        _undo_replay(delivery_id, before)
-        raise
-    return True
-
-
-def _undo_replay(delivery_id: int, before: Mapping[str, Any]) -> None:
-    """The broker refused the message: put the row back, or it would wait queued forever.
-
-    Nothing can have claimed it, as no message for it was published; it is an undo of the
-    replay, so the operator can try again, not a step of the state machine.
-    """
-    now = timezone.now()
-    with transaction.atomic():
-        undone = Delivery.objects.filter(
-            pk=delivery_id, state=DeliveryState.QUEUED, reason="replayed"
-        ).update(
-            state=before["state"],
-            reason=before["reason"],
-            failed_at=before["failed_at"],
-            updated_at=now,
+        # Its message is an outbox row of this transaction: published after the commit, or
+        # by the relay if the broker is down; never a queued row without a message.
+        relay.stage_deliveries(
+            [Batch(lane=before["lane"], channel=before["channel"], delivery_ids=[delivery_id])]
         )
-        if undone:
-            DeliveryEvent.objects.create(
-                delivery_id=delivery_id,
-                state=before["state"],
-                code="replay_not_enqueued",
-                reason="the broker did not take the replay; nothing was sent",
-                occurred_at=now,
-            )
+    return True

@@ -147,6 +147,13 @@ class Delivery(models.Model):
     state = models.CharField(
         max_length=16, choices=DeliveryState.choices, default=DeliveryState.QUEUED
     )
+    # Per-user order (SPEC guarantee 10): within a lane, a user's deliveries on a channel leave
+    # in the order their notifications were accepted; the claim refuses a row while an earlier
+    # one is still queued or sending (see sending._CLAIM_SQL).
+    lane = models.CharField(max_length=16, default="transactional")
+    accepted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its notification was accepted: the order key"
+    )
     reason = models.CharField(max_length=255, blank=True, help_text="Why it ended this way")
     provider = models.CharField(max_length=32, blank=True)
     provider_message_id = models.CharField(max_length=255, blank=True)
@@ -155,6 +162,9 @@ class Delivery(models.Model):
     # every claim so a worker whose lease lapsed cannot record over its successor.
     fence = models.PositiveIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Set, per claim, just before the provider calls: a lease that lapses without it means the
+    # worker died before calling, so the delivery is queued again rather than `unknown`.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
     # A critical delivery whose outcome is unknown may be sent once more (SPEC guarantee 3);
     # this counts those resends so the claim can refuse a second one.
     unknown_resends = models.PositiveSmallIntegerField(default=0)
@@ -191,6 +201,13 @@ class Delivery(models.Model):
                 fields=["tenant", "user_id", "channel", "-queued_at"], name="delivery_user_recent"
             ),
             HashIndex(fields=["destination"], name="delivery_destination"),
+            # The claim's per-user order check: earlier deliveries still queued, sending or
+            # waiting (deferred) for order.
+            models.Index(
+                fields=["tenant", "user_id", "channel", "lane", "accepted_at"],
+                condition=models.Q(state__in=["queued", "sending", "deferred"]),
+                name="delivery_user_pending",
+            ),
             models.Index(
                 fields=["-failed_at"],
                 condition=models.Q(state__in=["failed", "bounced", "unknown"]),
@@ -224,8 +241,9 @@ class DeliveryEvent(models.Model):
 class OutboxMessage(models.Model):
     """A message to publish to the broker, committed with the rows it points at.
 
-    The relay publishes unpublished rows with publisher confirms and marks them; payloads are
-    ids only, never personal data.
+    Topics: ``notification.accepted`` (plan it) and ``deliveries.queued`` (send a batch). The
+    relay publishes unpublished rows with publisher confirms and marks them; payloads are ids
+    only, never personal data. Published rows are purged after a day.
     """
 
     topic = models.CharField(max_length=100)
@@ -242,7 +260,13 @@ class OutboxMessage(models.Model):
                 fields=["available_at", "id"],
                 condition=models.Q(published_at__isnull=True),
                 name="outbox_unpublished",
-            )
+            ),
+            # The hourly purge of rows published more than a day ago.
+            models.Index(
+                fields=["published_at"],
+                condition=models.Q(published_at__isnull=False),
+                name="outbox_published",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -21,7 +21,7 @@ from channels.errors import InvalidAddress
 from notifier.content import selectors as content_selectors
 from notifier.content.models import TemplateVersion
 from notifier.core.enums import Channel, Priority
-from notifier.notifications import limits
+from notifier.notifications import limits, relay
 from notifier.notifications.models import (
     Delivery,
     DeliveryEvent,
@@ -52,7 +52,8 @@ class _Target:
 
 
 def plan_notification(*, notification_id: UUID, now: datetime, batch_size: int) -> list[Batch]:
-    """Create the deliveries of a queued notification; return the batches to enqueue."""
+    """Create the deliveries of a queued notification and stage their messages; return the
+    batches staged."""
     with transaction.atomic():
         notification = (
             Notification.objects.select_for_update(of=("self",))
@@ -86,14 +87,13 @@ def plan_notification(*, notification_id: UUID, now: datetime, batch_size: int) 
         )
         notification.status = NotificationStatus.PLANNED
         notification.save(update_fields=["status"])
-
-    lane = lane_for(
-        priority=notification.priority, category=notification.notification_type.category
-    )
-    return split_batches(
-        ((lane, d.channel, d.pk) for d in deliveries if d.state == DeliveryState.QUEUED),
-        batch_size=batch_size,
-    )
+        batches = split_batches(
+            ((d.lane, d.channel, d.pk) for d in deliveries if d.state == DeliveryState.QUEUED),
+            batch_size=batch_size,
+        )
+        # Their messages are outbox rows of this transaction: never queued rows without one.
+        relay.stage_deliveries(batches)
+    return batches
 
 
 def split_batches(deliveries: Iterable[tuple[str, str, int]], *, batch_size: int) -> list[Batch]:
@@ -122,9 +122,10 @@ def _plan(notification: Notification, now: datetime) -> list[Delivery]:
         .select_related("quiet_hours")
         .prefetch_related("devices", "channel_preferences", "type_preferences")
     }
-    versions = _published_versions(notification)
+    fallbacks = _fallback_channels(notification)
+    versions = _published_versions(notification, extra_channels=fallbacks)
     targets = {
-        user_id: _targets(recipients[user_id], notification.channels)
+        user_id: _targets(recipients[user_id], [*notification.channels, *fallbacks])
         for user_id in user_ids
         if user_id in recipients
     }
@@ -153,7 +154,16 @@ def _plan(notification: Notification, now: datetime) -> list[Delivery]:
                 }[Channel(channel)]
             if reason is not None:
                 state = DeliveryState.SUPPRESSED if "opted out" in reason else DeliveryState.FAILED
-                deliveries.append(_delivery(notification, user_id, channel, state, reason))
+                fallback: list[Delivery] = []
+                if channel == Channel.PUSH and not channel_targets:
+                    fallback = _fallback(
+                        notification, recipient, targets[user_id], fallbacks, versions,
+                        suppressed=suppressed, defer_until=defer_until,
+                        reason="fallback: no active push device",
+                    )  # fmt: skip
+                if fallback:
+                    reason += f"; fell back to {fallback[0].channel}"
+                deliveries += [_delivery(notification, user_id, channel, state, reason), *fallback]
                 continue
             if (user_id, channel) in repeated:
                 window = notification.notification_type.dedup_window
@@ -178,32 +188,156 @@ def _plan(notification: Notification, now: datetime) -> list[Delivery]:
                     )
                 )
                 continue
-            version = _version_for(versions, channel, recipient.locale)
-            for target in channel_targets:
-                delivery = _delivery(
+            deliveries += [
+                _target_delivery(
                     notification,
-                    user_id,
-                    channel,
-                    DeliveryState.QUEUED,
-                    "",
-                    recipient=recipient,
-                    target=target,
-                    version=version,
+                    recipient,
+                    target,
+                    versions,
+                    suppressed=suppressed,
+                    defer_until=defer_until,
                 )
-                key = _key(target)
-                delivery.address_key = key or ""
-                if key is None:
-                    delivery.state = DeliveryState.FAILED
-                    delivery.reason = f"invalid {channel} address"
-                elif (channel, key) in suppressed:
-                    delivery.state = DeliveryState.SUPPRESSED
-                    delivery.reason = "address is on the suppression list"
-                elif defer_until is not None:
-                    delivery.state = DeliveryState.DEFERRED
-                    delivery.reason = "quiet hours"
-                    delivery.next_attempt_at = defer_until
-                deliveries.append(delivery)
+                for target in channel_targets
+            ]
     return deliveries
+
+
+def _target_delivery(
+    notification: Notification,
+    recipient: Recipient,
+    target: _Target,
+    versions: dict[tuple[str, str], TemplateVersion],
+    *,
+    suppressed: set[tuple[str, str]],
+    defer_until: datetime | None,
+    reason: str = "",
+) -> Delivery:
+    """The delivery to one address: queued, or why not (invalid, suppressed, quiet hours)."""
+    channel = target.channel
+    delivery = _delivery(
+        notification,
+        recipient.user_id,
+        channel,
+        DeliveryState.QUEUED,
+        reason,
+        recipient=recipient,
+        target=target,
+        version=_version_for(versions, channel, recipient.locale),
+    )
+    key = _key(target)
+    delivery.address_key = key or ""
+    if key is None:
+        delivery.state = DeliveryState.FAILED
+        delivery.reason = f"invalid {channel} address"
+    elif (channel, key) in suppressed:
+        delivery.state = DeliveryState.SUPPRESSED
+        delivery.reason = "address is on the suppression list"
+    elif defer_until is not None:
+        delivery.state = DeliveryState.DEFERRED
+        delivery.reason = "quiet hours"
+        delivery.next_attempt_at = defer_until
+    return delivery
+
+
+def _fallback_channels(notification: Notification) -> list[str]:
+    """The type's fallback channels for push, less those the notification targets anyway."""
+    if Channel.PUSH not in notification.channels:
+        return []
+    return [
+        channel
+        for channel in notification.notification_type.fallback_channels
+        if channel not in notification.channels
+    ]
+
+
+def _fallback(
+    notification: Notification,
+    recipient: Recipient,
+    targets: list[_Target],
+    fallbacks: list[str],
+    versions: dict[tuple[str, str], TemplateVersion],
+    *,
+    suppressed: set[tuple[str, str]],
+    defer_until: datetime | None,
+    reason: str,
+) -> list[Delivery]:
+    """Push cannot reach the user: deliveries on the first fallback channel the user allows
+    and can be reached on (an address, not suppressed); empty when there is none. Caps and
+    deduplication are not counted again for the fallback channel."""
+    for channel in fallbacks:
+        if _opted_out(recipient, notification, channel) is not None:
+            continue
+        deliveries = [
+            _target_delivery(
+                notification,
+                recipient,
+                target,
+                versions,
+                suppressed=suppressed,
+                defer_until=defer_until,
+                reason=reason,
+            )
+            for target in targets
+            if target.channel == channel
+        ]
+        if any(d.state in (DeliveryState.QUEUED, DeliveryState.DEFERRED) for d in deliveries):
+            return deliveries
+    return []
+
+
+def plan_push_fallback(
+    *, notification_id: UUID, user_id: str, now: datetime, batch_size: int
+) -> list[Batch]:
+    """The user's last active push device died while a push was on its way: send on the
+    type's fallback channel instead, once. Returns the batches staged.
+
+    The notification row is locked, so two dead tokens of one user reported at once (two
+    devices) fall back once; a user who already has a delivery on a fallback channel for
+    this notification, or who still has an active device, gets nothing more.
+    """
+    with transaction.atomic():
+        notification = (
+            Notification.objects.select_for_update(of=("self",))
+            .select_related("notification_type")
+            .get(pk=notification_id)
+        )
+        fallbacks = list(notification.notification_type.fallback_channels)
+        recipient = (
+            Recipient.objects.filter(tenant_id=notification.tenant_id, user_id=user_id)
+            .select_related("quiet_hours")
+            .prefetch_related("channel_preferences", "type_preferences")
+            .first()
+        )
+        if (
+            not fallbacks
+            or recipient is None
+            or recipient.devices.filter(active=True).exists()
+            or Delivery.objects.filter(
+                notification=notification, user_id=user_id, channel__in=fallbacks
+            ).exists()
+        ):
+            return []
+        targets = _targets(recipient, fallbacks)
+        deliveries = _fallback(
+            notification, recipient, targets, fallbacks,
+            _published_versions(notification, extra_channels=fallbacks),
+            suppressed=_suppressed(notification, [targets]),
+            defer_until=_quiet_until(recipient, notification, now),
+            reason="fallback: the last push device's token died",
+        )  # fmt: skip
+        Delivery.objects.bulk_create(deliveries)
+        DeliveryEvent.objects.bulk_create(
+            DeliveryEvent(
+                delivery=d, state=d.state, code="fallback", reason=d.reason, occurred_at=now
+            )
+            for d in deliveries
+        )
+        batches = split_batches(
+            ((d.lane, d.channel, d.pk) for d in deliveries if d.state == DeliveryState.QUEUED),
+            batch_size=batch_size,
+        )
+        relay.stage_deliveries(batches)
+    return batches
 
 
 def _delivery(
@@ -229,6 +363,10 @@ def _delivery(
         state=state,
         reason=reason,
         expires_at=notification.expires_at,
+        lane=lane_for(
+            priority=notification.priority, category=notification.notification_type.category
+        ),
+        accepted_at=notification.created_at,
     )
 
 
@@ -291,11 +429,13 @@ def _quiet_until(
     return quiet_until(QuietWindow(start=quiet.start, end=quiet.end, timezone=quiet.timezone), now)
 
 
-def _published_versions(notification: Notification) -> dict[tuple[str, str], TemplateVersion]:
+def _published_versions(
+    notification: Notification, *, extra_channels: Iterable[str] = ()
+) -> dict[tuple[str, str], TemplateVersion]:
     versions = content_selectors.published_versions(
         notification_type_id=notification.notification_type_id,
         variant=notification.template_variant,
-        channels=notification.channels,
+        channels=[*notification.channels, *extra_channels],
     )
     return {(v.template.channel, v.template.locale): v for v in versions}
 

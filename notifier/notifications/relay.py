@@ -1,53 +1,92 @@
 """The outbox relay: publishes committed outbox rows to RabbitMQ, at least once.
 
+Every message the pipeline sends is first an outbox row, written in the transaction that made
+it necessary: an accepted notification (planning), and queued deliveries (from planning, beat's
+releases, the lease sweep and operators' replays). A broker that is down or refuses a message
+therefore never leaves a committed row without its message: the row waits for the next pass.
+
 A row is claimed with ``FOR UPDATE SKIP LOCKED``, so any number of relays (and the
 ``on_commit`` fast path) share the table without publishing a row twice at the same time.
-It is marked published in the transaction that claimed it, after the broker confirmed the
-publish (``confirm_publish``). A crash between confirm and commit publishes the row again on
-the next pass; consumers are idempotent, so that costs a redundant message, never a send.
+A pass publishes its rows in one window (``publishing``: mandatory, publisher confirms
+collected together) and marks published, in the transaction that claimed them, exactly those
+the broker confirmed. A crash between confirm and commit publishes a row again on the next
+pass; consumers are idempotent, so that costs a redundant message, never a send.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
-from typing import Any
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from notifier.notifications.models import OutboxMessage
+from notifier.notifications.publishing import TaskCall, publisher
+from notifier.notifications.routing import DELIVER_PREFIX, PLAN_TASK
+
+if TYPE_CHECKING:
+    from notifier.notifications.planning import Batch
 
 logger = logging.getLogger(__name__)
 
 NOTIFICATION_ACCEPTED = "notification.accepted"
-# Publishing must not hang a request or the relay on a broker that accepts TCP but answers
-# nothing; a publish that fails is retried by the next relay pass.
-PUBLISH_TIMEOUT = 5.0
+DELIVERIES_QUEUED = "deliveries.queued"
 
 
-def _publish(row: OutboxMessage) -> None:
-    from notifier.notifications.tasks import plan_notification
+def stage_deliveries(batches: Iterable[Batch], *, resend: bool = False) -> list[int]:
+    """Outbox rows for batches of queued deliveries, in the caller's transaction; each is
+    published right after the commit, and by the relay if that fails. Returns their ids.
 
-    if row.topic != NOTIFICATION_ACCEPTED:
-        raise ValueError(f"unknown outbox topic {row.topic!r}")
-    # kombu's Producer.publish takes both timeouts; celery-types does not know them yet.
-    plan_notification.apply_async(  # type: ignore[call-arg]
-        kwargs={
-            "notification_id": row.payload["notification_id"],
-            "lane": row.payload.get("lane", "transactional"),
-        },
-        retry=False,
-        timeout=PUBLISH_TIMEOUT,
-        confirm_timeout=PUBLISH_TIMEOUT,
+    ``resend`` lets the claim take critical deliveries of unknown outcome (SPEC guarantee 3).
+    """
+    now = timezone.now()
+    rows = OutboxMessage.objects.bulk_create(
+        OutboxMessage(
+            topic=DELIVERIES_QUEUED,
+            payload={
+                "lane": batch.lane,
+                "channel": batch.channel,
+                "delivery_ids": list(batch.delivery_ids),
+                **({"resend": True} if resend else {}),
+            },
+            available_at=now,
+        )
+        for batch in batches
     )
+    ids = [row.pk for row in rows]
+    if ids and settings.NOTIFIER_PUBLISH_ON_COMMIT:
+        transaction.on_commit(partial(publish_now, *ids))
+    return ids
 
 
-def relay_outbox(*, now: datetime | None = None, batch_size: int = 200, **filters: Any) -> int:
-    """Publish up to ``batch_size`` due outbox rows; returns how many were published.
+def _task_call(row: OutboxMessage) -> TaskCall:
+    """The task message an outbox row stands for; ids only (SPEC guarantee 2)."""
+    payload = row.payload
+    if row.topic == NOTIFICATION_ACCEPTED:
+        return TaskCall(
+            PLAN_TASK,
+            {
+                "notification_id": payload["notification_id"],
+                "lane": payload.get("lane", "transactional"),
+            },
+        )
+    if row.topic == DELIVERIES_QUEUED:
+        kwargs = {"delivery_ids": payload["delivery_ids"], "lane": payload["lane"]}
+        if payload.get("resend"):
+            kwargs["resend"] = True
+        return TaskCall(DELIVER_PREFIX + payload["channel"], kwargs)
+    raise ValueError(f"unknown outbox topic {row.topic!r}")
 
-    Rows that fail to publish stay unpublished with their error, for the next pass.
+
+def relay_outbox(*, now: datetime | None = None, batch_size: int = 500, **filters: Any) -> int:
+    """Publish up to ``batch_size`` due outbox rows in one window; returns how many the broker
+    confirmed. Rows it did not confirm stay unpublished with their error, for the next pass.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -56,31 +95,52 @@ def relay_outbox(*, now: datetime | None = None, batch_size: int = 200, **filter
             .filter(published_at__isnull=True, available_at__lte=now, **filters)
             .order_by("available_at", "id")[:batch_size]
         )
-        published: list[int] = []
-        for row in rows:
-            try:
-                _publish(row)
-            except Exception as exc:  # noqa: BLE001 - any publish failure leaves the row for later
-                logger.warning("outbox row %s not published: %s", row.pk, type(exc).__name__)
-                OutboxMessage.objects.filter(pk=row.pk).update(
-                    attempts=F("attempts") + 1, last_error=f"{type(exc).__name__}: {exc}"[:500]
-                )
-                break  # the broker is likely down: leave the rest for the next pass
-            published.append(row.pk)
+        if not rows:
+            return 0
+        try:
+            confirmed = publisher().publish([_task_call(row) for row in rows])
+        except Exception as exc:  # noqa: BLE001 - any failure leaves the rows for later
+            logger.warning("outbox: %s row(s) not published: %s", len(rows), type(exc).__name__)
+            confirmed = [False] * len(rows)
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        else:
+            error = "not confirmed by the broker (nacked or unroutable)"
+        published = [row.pk for row, ok in zip(rows, confirmed, strict=True) if ok]
+        failed = [row.pk for row, ok in zip(rows, confirmed, strict=True) if not ok]
         if published:
             OutboxMessage.objects.filter(pk__in=published).update(
                 published_at=timezone.now(), attempts=F("attempts") + 1
             )
+        if failed:
+            OutboxMessage.objects.filter(pk__in=failed).update(
+                attempts=F("attempts") + 1, last_error=error
+            )
     return len(published)
 
 
-def publish_now(outbox_id: int) -> None:
-    """The ``on_commit`` fast path: publish one row right after its transaction commits.
+def publish_now(*outbox_ids: int) -> None:
+    """The ``on_commit`` fast path: publish rows right after their transaction commits.
 
-    Never raises: the API has already answered 202 from the commit, and the relay publishes
-    whatever this misses.
+    Never raises: the caller's work is committed (the API has answered 202), and the relay
+    publishes whatever this misses.
     """
     try:
-        relay_outbox(batch_size=1, pk=outbox_id)
+        relay_outbox(batch_size=len(outbox_ids), pk__in=outbox_ids)
     except Exception:  # noqa: BLE001 - the relay catches up; the caller must not fail
-        logger.warning("on-commit publish of outbox row %s failed; the relay will retry", outbox_id)
+        logger.warning(
+            "on-commit publish of outbox rows %s failed; the relay will retry", outbox_ids
+        )
+
+
+def purge_published(*, now: datetime, older_than: timedelta, batch_size: int = 10_000) -> int:
+    """Delete rows published before ``now - older_than``, in batches; returns how many."""
+    purged = 0
+    while True:
+        batch = list(
+            OutboxMessage.objects.filter(published_at__lt=now - older_than).values_list(
+                "pk", flat=True
+            )[:batch_size]
+        )
+        if not batch:
+            return purged
+        purged += OutboxMessage.objects.filter(pk__in=batch).delete()[0]

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -27,14 +28,17 @@ from channels.errors import (
     ChannelError,
     PermanentError,
     ProviderConfigurationError,
+    ProviderUnavailable,
+    RateLimited,
     RecipientUnreachable,
     TransientError,
 )
 from channels.registry import registry
 from notifier.content.rendering import TemplateRenderError, render_message
+from notifier.notifications.breakers import breakers
 from notifier.notifications.models import Delivery, DeliveryEvent, DeliveryState
-from notifier.notifications.planning import Batch, split_batches
-from notifier.notifications.routing import lane_for
+from notifier.notifications.planning import plan_push_fallback
+from notifier.notifications.throttle import throttle
 from notifier.recipients.models import Device
 
 logger = logging.getLogger(__name__)
@@ -46,11 +50,13 @@ logger = logging.getLogger(__name__)
 # suppression key, computed once at planning.
 _CLAIM_SQL = """
 UPDATE notifications_delivery AS d
-SET state = 'sending', fence = d.fence + 1, attempts = d.attempts + 1,
+SET state = 'sending', fence = d.fence + 1, attempts = d.attempts + 1, dispatched_at = NULL,
     unknown_resends = d.unknown_resends + CASE WHEN d.state = 'unknown' THEN 1 ELSE 0 END,
     lease_expires_at = %(lease_until)s, updated_at = %(now)s
 WHERE d.id = ANY(%(ids)s)
   AND (d.state = 'queued'
+       -- Test-only negative control of the fault harness: no state check at all.
+       OR %(unsafe)s
        OR (%(resend)s AND d.state = 'unknown' AND d.unknown_resends = 0
            AND d.notification_id IN (
              SELECT n.id FROM notifications_notification n WHERE n.priority = 'critical')))
@@ -59,14 +65,63 @@ WHERE d.id = ANY(%(ids)s)
     SELECT 1 FROM recipients_suppression s
     WHERE s.tenant_id = d.tenant_id AND s.channel = d.channel
       AND s.address = d.address_key)
+  -- Per-user order (SPEC guarantee 10): no earlier delivery of the same user, channel and
+  -- lane, from another notification accepted within the order window, is still queued,
+  -- sending or itself waiting for order. The statement's snapshot sees a batch's rows as
+  -- they were, so of several queued rows of one user only the earliest is claimed and the
+  -- batch's concurrent calls cannot reorder them. A refused row waits for its predecessor
+  -- (_SETTLE_UNCLAIMED_SQL).
+  AND NOT EXISTS (
+    SELECT 1 FROM notifications_delivery p
+    WHERE %(order_window)s > 0
+      AND p.tenant_id = d.tenant_id AND p.user_id = d.user_id
+      AND p.channel = d.channel AND p.lane = d.lane
+      AND (p.state IN ('queued', 'sending')
+           OR (p.state = 'deferred' AND p.reason = %(order_wait)s))
+      AND p.notification_id <> d.notification_id
+      AND (p.accepted_at, p.notification_id) < (d.accepted_at, d.notification_id)
+      AND p.accepted_at > d.accepted_at - %(order_window)s * interval '1 second')
 RETURNING d.id, d.fence, d.unknown_resends
 """
 
+# Rows of a task the claim refused and left queued: each ends expired or suppressed, or, when
+# an earlier delivery of its user holds it back, waits as `deferred` for its predecessor.
+# Rows another worker holds are skipped; they are that worker's to settle.
+_SETTLE_UNCLAIMED_SQL = """
+WITH refused AS (
+  SELECT d.id,
+         d.expires_at IS NOT NULL AND d.expires_at <= %(now)s AS expired,
+         EXISTS (SELECT 1 FROM recipients_suppression s
+                 WHERE s.tenant_id = d.tenant_id AND s.channel = d.channel
+                   AND s.address = d.address_key) AS suppressed
+  FROM notifications_delivery d
+  WHERE d.id = ANY(%(ids)s) AND d.state = 'queued'
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE notifications_delivery d
+SET state = CASE WHEN r.expired THEN 'expired' WHEN r.suppressed THEN 'suppressed'
+                 ELSE 'deferred' END,
+    reason = CASE WHEN r.expired THEN %(expired)s WHEN r.suppressed THEN %(suppressed)s
+                  ELSE %(waiting)s END,
+    failed_at = CASE WHEN r.expired OR r.suppressed THEN %(now)s END,
+    next_attempt_at = CASE WHEN r.expired OR r.suppressed THEN NULL ELSE %(retry_at)s END,
+    updated_at = %(now)s
+FROM refused r
+WHERE d.id = r.id
+RETURNING d.id, d.state, d.reason
+"""
+ORDER_WAIT_REASON = "waiting for an earlier notification to this user"
+
 # A batch's outcomes in one statement, each row only if its claim (fence) still holds. An
-# unknown outcome keeps its lease: a critical delivery may be resent once it lapses.
+# unknown outcome keeps its lease: a critical delivery may be resent once it lapses. A provider
+# report may have overtaken the record (`delivered`, `read`): then a `sent` outcome adds the
+# provider, its message id and sent_at, and leaves the state where the report put it.
 _RECORD_SQL = """
 UPDATE notifications_delivery AS d
-SET state = v.state, reason = v.reason, updated_at = %s,
+SET state = CASE WHEN d.state = 'sending' THEN v.state ELSE d.state END,
+    reason = CASE WHEN d.state = 'sending' THEN v.reason ELSE d.reason END,
+    updated_at = %s,
+    attempts = d.attempts - CASE WHEN v.attempted THEN 0 ELSE 1 END,
     provider = COALESCE(v.provider, d.provider),
     provider_message_id = COALESCE(v.provider_message_id, d.provider_message_id),
     sent_at = COALESCE(v.sent_at, d.sent_at),
@@ -75,26 +130,21 @@ SET state = v.state, reason = v.reason, updated_at = %s,
     last_error = COALESCE(v.last_error, d.last_error),
     lease_expires_at = CASE WHEN v.state = 'unknown' THEN d.lease_expires_at END
 FROM (VALUES {values}) AS v(id, fence, state, reason, provider, provider_message_id,
-                            sent_at, failed_at, next_attempt_at, last_error)
-WHERE d.id = v.id AND d.fence = v.fence AND d.state = 'sending'
+                            sent_at, failed_at, next_attempt_at, last_error, attempted)
+WHERE d.id = v.id AND d.fence = v.fence
+  AND (d.state = 'sending' OR (v.state = 'sent' AND d.state IN ('delivered', 'read')))
 RETURNING d.id
 """
 _RECORD_ROW = (
     "(%s::bigint, %s::integer, %s, %s, %s, %s, %s::timestamptz, %s::timestamptz,"
-    " %s::timestamptz, %s)"
+    " %s::timestamptz, %s, %s::boolean)"
 )
 
-# Deliveries whose worker vanished mid-send (killed, partitioned, paused past its lease):
-# whether the provider got the message is unknown, so they become `unknown`, never `queued`.
-_EXPIRE_LEASES_SQL = """
-UPDATE notifications_delivery
-SET state = 'unknown', reason = 'worker lost during the send; outcome unknown',
-    updated_at = %(now)s
-WHERE id IN (
-  SELECT id FROM notifications_delivery
-  WHERE state = 'sending' AND lease_expires_at <= %(now)s
-  ORDER BY lease_expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-RETURNING id
+# Just before the provider calls of a batch: the claims (fences) still held are dispatched.
+_DISPATCH_SQL = """
+UPDATE notifications_delivery AS d SET dispatched_at = %(now)s
+FROM unnest(%(ids)s::bigint[], %(fences)s::integer[]) AS c(id, fence)
+WHERE d.id = c.id AND d.fence = c.fence AND d.state = 'sending'
 """
 
 
@@ -106,6 +156,11 @@ class Outcome:
     retry_at: datetime | None = None
     code: str = ""
     deactivate_device: bool = False
+    # Providers that certainly did not take the message before this outcome (failover).
+    tried: tuple[str, ...] = ()
+    # False when breakers and rate limits held every provider back: the claim's attempt is
+    # given back, so a provider's outage or rate limit cannot use up a delivery's attempts.
+    attempted: bool = True
 
 
 def send_deliveries(*, delivery_ids: Sequence[int], resend: bool = False) -> dict[str, int]:
@@ -115,13 +170,14 @@ def send_deliveries(*, delivery_ids: Sequence[int], resend: bool = False) -> dic
     """
     now = timezone.now()
     claimed = _claim(list(delivery_ids), now, resend=resend)
-    _end_unclaimable(list(delivery_ids), now)
+    _settle_unclaimed(list(delivery_ids), now)
     deliveries = Delivery.objects.select_related(
-        "notification", "template_version", "recipient"
+        "notification", "template_version", "recipient", "device"
     ).in_bulk(list(claimed))
     prepared = {pk: _prepare(deliveries[pk]) for pk in claimed}
     outcomes = {pk: item for pk, item in prepared.items() if isinstance(item, Outcome)}
     messages = {pk: item for pk, item in prepared.items() if isinstance(item, OutboundMessage)}
+    _dispatch({pk: claimed[pk] for pk in messages})
     outcomes |= _call_providers(messages, deliveries)
     return _record(deliveries, claimed, outcomes)
 
@@ -141,11 +197,32 @@ def _call_providers(
         return {pk: future.result() for pk, future in futures.items()}
 
 
+def _dispatch(fences: dict[int, int]) -> None:
+    """Mark the batch's rows dispatched, committed before the first provider call."""
+    if not fences:
+        return
+    ids = list(fences)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _DISPATCH_SQL,
+            {"ids": ids, "fences": [fences[pk] for pk in ids], "now": timezone.now()},
+        )
+
+
 def _claim(ids: list[int], now: datetime, *, resend: bool = False) -> dict[int, int]:
     lease_until = now + timedelta(seconds=settings.NOTIFIER_DELIVERY_LEASE)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            _CLAIM_SQL, {"ids": ids, "now": now, "lease_until": lease_until, "resend": resend}
+            _CLAIM_SQL,
+            {
+                "ids": ids,
+                "now": now,
+                "lease_until": lease_until,
+                "resend": resend,
+                "order_window": settings.NOTIFIER_ORDER_WINDOW,
+                "unsafe": settings.NOTIFIER_UNSAFE_CLAIM_HELD_ROWS,
+                "order_wait": ORDER_WAIT_REASON,
+            },
         )
         rows = cursor.fetchall()
         for delivery_id, _fence, resends in rows:
@@ -166,33 +243,28 @@ def _claim(ids: list[int], now: datetime, *, resend: bool = False) -> dict[int, 
     return {delivery_id: fence for delivery_id, fence, _ in rows}
 
 
-def _end_unclaimable(ids: list[int], now: datetime) -> None:
-    """Queued rows the claim refused because they expired or were suppressed: end them."""
-    with transaction.atomic():
-        for state, reason, rows in (
-            (
-                DeliveryState.EXPIRED,
-                "expired before sending",
-                Delivery.objects.filter(
-                    pk__in=ids, state=DeliveryState.QUEUED, expires_at__lte=now
-                ),
-            ),
-            (
-                DeliveryState.SUPPRESSED,
-                "address suppressed before sending",
-                Delivery.objects.filter(pk__in=ids, state=DeliveryState.QUEUED),
-            ),
-        ):
-            ended = list(rows.select_for_update(skip_locked=True).values_list("pk", flat=True))
-            if not ended:
-                continue
-            Delivery.objects.filter(pk__in=ended).update(
-                state=state, reason=reason, failed_at=now, updated_at=now
+def _settle_unclaimed(ids: list[int], now: datetime) -> None:
+    """Queued rows the claim refused: end the expired and suppressed, defer the held back."""
+    retry_at = now + timedelta(seconds=settings.NOTIFIER_ORDER_RETRY)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            _SETTLE_UNCLAIMED_SQL,
+            {
+                "ids": ids,
+                "now": now,
+                "retry_at": retry_at,
+                "expired": "expired before sending",
+                "suppressed": "address suppressed before sending",
+                "waiting": ORDER_WAIT_REASON,
+            },
+        )
+        DeliveryEvent.objects.bulk_create(
+            DeliveryEvent(
+                delivery_id=pk, state=state, reason=reason, occurred_at=now,
+                code="order_wait" if state == DeliveryState.DEFERRED else "",
             )
-            DeliveryEvent.objects.bulk_create(
-                DeliveryEvent(delivery_id=pk, state=state, reason=reason, occurred_at=now)
-                for pk in ended
-            )
+            for pk, state, reason in cursor.fetchall()
+        )  # fmt: skip
 
 
 def _prepare(delivery: Delivery) -> OutboundMessage | Outcome:
@@ -220,36 +292,106 @@ def _prepare(delivery: Delivery) -> OutboundMessage | Outcome:
         correlation_id=str(delivery.pk),
         priority=delivery.notification.priority,
         expires_at=delivery.expires_at,
+        platform=delivery.device.platform if delivery.device is not None else "",
         data={"notification_id": str(delivery.notification_id)},
     )
 
 
 def _call(message: OutboundMessage, delivery: Delivery) -> Outcome:
-    """One provider call, mapped onto an outcome by the error taxonomy."""
+    """Send through the channel's providers in order, mapped onto an outcome by the error
+    taxonomy. The next provider is tried only when one certainly did not take the message
+    (down, rate-limited, credentials refused, breaker open, no rate-limit token): never after
+    an unknown outcome, which a second provider could turn into a duplicate, and never after a
+    permanent error, which is about the recipient or the message, not the provider."""
+    tried: list[str] = []
+    transient: TransientError | None = None
+    called = False
     try:
-        result = registry.get(delivery.channel).send(message)
-    except TransientError as exc:
-        if exc.outcome_unknown:
-            # The provider may have accepted it: never resend blindly (SPEC guarantee 3).
-            return Outcome(DeliveryState.UNKNOWN, _describe(exc), code=type(exc).__name__)
-        return _retry_or_fail(delivery, exc)
-    except PermanentError as exc:
-        dead_device = isinstance(exc, RecipientUnreachable) and delivery.device_id is not None
-        return Outcome(
-            DeliveryState.FAILED,
-            _describe(exc),
-            code=type(exc).__name__,
-            deactivate_device=dead_device,
+        chain = registry.chain(
+            delivery.channel, platform=message.platform, destination=message.destination
         )
     except ProviderConfigurationError as exc:
-        logger.error("provider configuration error for %s: %s", delivery.channel, exc)
+        logger.error("no provider for %s: %s", delivery.channel, exc)
         return Outcome(DeliveryState.FAILED, f"provider configuration: {exc}", code="configuration")
-    return Outcome(DeliveryState.SENT, result=result)
+    for provider in chain:
+        name = provider.name
+        wait = _take_token(name)
+        if wait is not None:
+            transient = RateLimited("outbound rate limit", retry_after=wait, provider=name)
+            tried.append(f"{name}: rate limit, next token in {wait:.1f} s")
+            continue
+        if not breakers().allow(name):
+            transient = ProviderUnavailable("circuit breaker open", provider=name)
+            tried.append(f"{name}: circuit breaker open")
+            continue
+        called = True
+        try:
+            result = provider.send(message)
+        except TransientError as exc:
+            if isinstance(exc, RateLimited):
+                # Busy, not broken: slow down, and let the breaker count it as alive.
+                throttle().penalize(name, exc.retry_after)
+            breakers().record(name, ok=isinstance(exc, RateLimited))
+            if exc.outcome_unknown:
+                # The provider may have accepted it: never resend blindly (SPEC guarantee 3).
+                return Outcome(
+                    DeliveryState.UNKNOWN,
+                    _describe(exc),
+                    code=type(exc).__name__,
+                    tried=tuple(tried),
+                )
+            transient = exc
+            tried.append(f"{name}: {_describe(exc)}")
+            continue
+        except PermanentError as exc:
+            breakers().record(name, ok=True)
+            dead_device = isinstance(exc, RecipientUnreachable) and delivery.device_id is not None
+            return Outcome(
+                DeliveryState.FAILED,
+                _describe(exc),
+                code=type(exc).__name__,
+                deactivate_device=dead_device,
+                tried=tuple(tried),
+            )
+        except ProviderConfigurationError as exc:
+            breakers().record(name, ok=False)
+            logger.error("provider %s refused its configuration: %s", name, exc)
+            tried.append(f"{name}: configuration: {exc}")
+            continue
+        breakers().record(name, ok=True)
+        return Outcome(DeliveryState.SENT, result=result, tried=tuple(tried))
+    if transient is None:
+        return Outcome(
+            DeliveryState.FAILED,
+            f"provider configuration: {'; '.join(tried)}"[:500],
+            code="configuration",
+            tried=tuple(tried),
+        )
+    # Held back by breakers and rate limits only: nothing was sent, so no attempt is spent.
+    return replace(
+        _retry_or_fail(delivery, transient, spent=called), tried=tuple(tried), attempted=called
+    )
 
 
-def _retry_or_fail(delivery: Delivery, exc: TransientError) -> Outcome:
+def _take_token(provider: str) -> float | None:
+    """Take one of the provider's outbound rate-limit tokens, waiting in this thread up to
+    ``NOTIFIER_THROTTLE_MAX_WAIT`` seconds (pacing a batch at the provider's rate, not a
+    retry); None once taken, else the seconds until the next one would be."""
+    deadline = time.monotonic() + settings.NOTIFIER_THROTTLE_MAX_WAIT
+    while True:
+        permit = throttle().acquire(provider)
+        if permit.allowed:
+            return None
+        if time.monotonic() + permit.retry_after > deadline:
+            return permit.retry_after
+        time.sleep(permit.retry_after)
+
+
+def _retry_or_fail(delivery: Delivery, exc: TransientError, *, spent: bool = True) -> Outcome:
+    """Defer for a retry after a transient error, or fail once the attempts are used up.
+    ``spent`` is False when no provider was called, which uses no attempt."""
     attempts_allowed = settings.NOTIFIER_MAX_ATTEMPTS.get(delivery.notification.priority, 4)
-    if delivery.attempts >= attempts_allowed:
+    if spent and delivery.attempts >= attempts_allowed:
         return Outcome(
             DeliveryState.FAILED,
             f"gave up after {delivery.attempts} attempts: {_describe(exc)}",
@@ -303,6 +445,7 @@ def _record(
                 ""
                 if sent
                 else (None if outcome.state == DeliveryState.UNKNOWN else outcome.reason),
+                outcome.attempted,
             )
         )
     values = ", ".join([_RECORD_ROW] * len(rows))
@@ -311,11 +454,18 @@ def _record(
         recorded = {row[0] for row in cursor.fetchall()}
         DeliveryEvent.objects.bulk_create(_event(pk, outcomes[pk], now) for pk in recorded)
         for pk in recorded:
-            device_id = deliveries[pk].device_id
-            if outcomes[pk].deactivate_device and device_id is not None:
-                # A dead token: stop sending to it at once (re-registering reactivates it).
-                Device.objects.filter(pk=device_id).update(
+            delivery = deliveries[pk]
+            if outcomes[pk].deactivate_device and delivery.device_id is not None:
+                # A dead token: stop sending to it at once (re-registering reactivates it),
+                # and if it was the user's last device, fall back to another channel.
+                Device.objects.filter(pk=delivery.device_id).update(
                     active=False, deactivated_at=now, deactivation_reason=outcomes[pk].reason[:100]
+                )
+                plan_push_fallback(
+                    notification_id=delivery.notification_id,
+                    user_id=delivery.user_id,
+                    now=now,
+                    batch_size=settings.NOTIFIER_DELIVERY_BATCH,
                 )
     for pk in claimed.keys() - recorded:
         logger.warning("delivery %s: claim lost (fence %s); outcome not recorded", pk, claimed[pk])
@@ -333,74 +483,10 @@ def _event(delivery_id: int, outcome: Outcome, at: datetime) -> DeliveryEvent:
         code=outcome.code,
         reason=outcome.reason,
         occurred_at=at,
+        # Which providers certainly did not take it first: the attempt log of a failover.
+        detail={"tried": list(outcome.tried)} if outcome.tried else {},
     )
 
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
-
-
-def release_due_deliveries(*, now: datetime, limit: int, batch_size: int) -> list[Batch]:
-    """Move deferred deliveries whose time has come (quiet hours, retries) back to queued.
-
-    Claimed with ``SKIP LOCKED`` so overlapping beat ticks never release a row twice.
-    """
-    with transaction.atomic():
-        due = list(
-            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(state=DeliveryState.DEFERRED, next_attempt_at__lte=now)
-            .select_related("notification__notification_type")
-            .order_by("next_attempt_at")[:limit]
-        )
-        if not due:
-            return []
-        Delivery.objects.filter(pk__in=[d.pk for d in due]).update(
-            state=DeliveryState.QUEUED, next_attempt_at=None, updated_at=now
-        )
-        DeliveryEvent.objects.bulk_create(
-            DeliveryEvent(delivery=d, state=DeliveryState.QUEUED, code="released", occurred_at=now)
-            for d in due
-        )
-    return split_batches(
-        (
-            (
-                lane_for(
-                    priority=d.notification.priority,
-                    category=d.notification.notification_type.category,
-                ),
-                d.channel,
-                d.pk,
-            )
-            for d in due
-        ),
-        batch_size=batch_size,
-    )
-
-
-def recover_expired_leases(*, now: datetime, limit: int, batch_size: int) -> list[Batch]:
-    """Beat's lease sweep: end abandoned sends as ``unknown``; return critical resends.
-
-    Non-critical unknown outcomes wait for a provider report (never resent blindly); a
-    critical one whose lease has lapsed is sent once more (SPEC guarantee 3).
-    """
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_EXPIRE_LEASES_SQL, {"now": now, "limit": limit})
-        lost = [row[0] for row in cursor.fetchall()]
-        DeliveryEvent.objects.bulk_create(
-            DeliveryEvent(
-                delivery_id=pk, state=DeliveryState.UNKNOWN, code="lease_expired",
-                reason="worker lost during the send; outcome unknown", occurred_at=now,
-            )
-            for pk in lost
-        )  # fmt: skip
-    resend = list(
-        Delivery.objects.filter(
-            state=DeliveryState.UNKNOWN,
-            unknown_resends=0,
-            lease_expires_at__lte=now,
-            notification__priority="critical",
-        )
-        .exclude(expires_at__lte=now)
-        .values_list("pk", "channel")[:limit]
-    )
-    return split_batches((("critical", channel, pk) for pk, channel in resend), batch_size=1)

@@ -23,9 +23,22 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     ),
     # Released by beat (→ queued/sending) or ended before it was ever sent.
     S.DEFERRED: frozenset({S.QUEUED, S.SENDING, S.SUPPRESSED, S.EXPIRED, S.CANCELLED, S.FAILED}),
-    # A claimed send: accepted, retried later (→ deferred), refused, or of unknown outcome.
+    # A claimed send: accepted, retried later (→ deferred), refused, or of unknown outcome;
+    # queued again when its worker died before calling the provider (never dispatched); or a
+    # provider report that overtook the worker's own record (delivered, read).
     S.SENDING: frozenset(
-        {S.SENT, S.DEFERRED, S.FAILED, S.BOUNCED, S.UNKNOWN, S.EXPIRED, S.SUPPRESSED}
+        {
+            S.SENT,
+            S.DEFERRED,
+            S.FAILED,
+            S.BOUNCED,
+            S.UNKNOWN,
+            S.EXPIRED,
+            S.SUPPRESSED,
+            S.QUEUED,
+            S.DELIVERED,
+            S.READ,
+        }
     ),
     # Provider reports after acceptance (Twilio "undelivered" is a failure after "sent").
     S.SENT: frozenset({S.DELIVERED, S.READ, S.FAILED, S.BOUNCED}),

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 from django.test import Client
+
+from notifier.notifications.breakers import breakers
+from tests.provider_health import isolated_provider_health
 
 # Nothing listens on port 1; connecting there fails at once.
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
@@ -74,3 +81,43 @@ class TestReadiness:
         } - {down}
         # the report names the failure, never the URL and its credentials
         assert "guest" not in response.content.decode()
+
+
+@pytest.mark.django_db
+class TestProviderBreakers:
+    @pytest.fixture(autouse=True)
+    def _own_breakers(self, settings: Any) -> Iterator[None]:
+        with isolated_provider_health(settings):
+            yield
+
+    def test_readyz_reports_every_configured_providers_breaker(self) -> None:
+        # when
+        response = Client().get("/readyz")
+
+        # then sandbox (NOTIFIER_PROVIDERS) and twilio (NOTIFIER_PROVIDER_RATE_LIMITS) are closed
+        body = response.json()
+        assert set(body["providers"]) == {"sandbox", "twilio"}
+        assert body["providers"]["twilio"] == {
+            "breaker": "closed",
+            "failures": 0,
+            "retry_at": None,
+            "source": "redis",
+        }
+
+    def test_an_open_breaker_is_reported_but_leaves_the_service_ready(self) -> None:
+        # given twilio failed five times in a row
+        for _ in range(5):
+            assert breakers().allow("twilio")
+            breakers().record("twilio", ok=False)
+
+        # when
+        response = Client().get("/readyz")
+
+        # then
+        assert response.status_code == 200
+        body = response.json()
+        assert body["status"] == "ok"
+        twilio = body["providers"]["twilio"]
+        assert (twilio["breaker"], twilio["failures"]) == ("open", 5)
+        assert twilio["retry_at"] > time.time() + 20
+        assert body["providers"]["sandbox"]["breaker"] == "closed"

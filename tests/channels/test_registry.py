@@ -238,7 +238,8 @@ class TestMissingEntries:
         # then
         assert raised.value.message == (
             "NOTIFIER_PROVIDERS['sms']['BACKENDS']['twilio']['OPTIONS']: "
-            "unknown option(s) 'RECORD'; expected RECORD_TO, ATTEMPTS_TO, LATENCY_MS"
+            "unknown option(s) 'RECORD'; "
+            "expected RECORD_TO, ATTEMPTS_TO, LATENCY_MS, JITTER_MS, DOWN"
         )
         assert isinstance(raised.value.__cause__, ProviderConfigurationError)
 
@@ -276,7 +277,8 @@ TWILIO = "NOTIFIER_PROVIDERS['sms']['BACKENDS']['twilio']"
         ),
         pytest.param(
             config(sms={"DEFAULT": "twilio", "BACKEND": {}}),
-            "NOTIFIER_PROVIDERS['sms'] has unknown key(s) 'BACKEND'; expected DEFAULT, BACKENDS",
+            "NOTIFIER_PROVIDERS['sms'] has unknown key(s) 'BACKEND'; "
+            "expected DEFAULT, BACKENDS, FAILOVER, PLATFORMS, ROUTES",
             id="misspelt-channel-key",
         ),
         pytest.param(
@@ -313,9 +315,9 @@ TWILIO = "NOTIFIER_PROVIDERS['sms']['BACKENDS']['twilio']"
             id="class-not-a-path",
         ),
         pytest.param(
-            config(sms=sms_backend(CLASS="channels.providers.twilio.TwilioProvider")),
-            f"{TWILIO}['CLASS']: cannot import 'channels.providers.twilio': "
-            "No module named 'channels.providers.twilio'",
+            config(sms=sms_backend(CLASS="channels.providers.pigeon.PigeonProvider")),
+            f"{TWILIO}['CLASS']: cannot import 'channels.providers.pigeon': "
+            "No module named 'channels.providers.pigeon'",
             id="module-missing",
         ),
         pytest.param(
@@ -375,3 +377,57 @@ def test_a_provider_built_for_a_channel_it_cannot_send_is_refused() -> None:
     assert raised.value.message == (
         "EmailOnlyProvider cannot send 'push' messages; it supports email"
     )
+
+
+def chained(**entry: Any) -> dict[str, Any]:
+    """A channel entry with three sandbox backends, a, b and c, default a."""
+    return {
+        "DEFAULT": "a",
+        "BACKENDS": {name: {"CLASS": SANDBOX} for name in ("a", "b", "c")},
+        **entry,
+    }
+
+
+class TestChains:
+    def names(self, registry: ProviderRegistry, channel: str, **message: str) -> list[str]:
+        return [provider.name for provider in registry.chain(channel, **message)]
+
+    def test_default_then_failover_in_order(self, registry: ProviderRegistry) -> None:
+        registry.configure(config(email=chained(FAILOVER=["c", "b"])))
+
+        assert self.names(registry, "email") == ["a", "c", "b"]
+
+    def test_a_push_platform_has_its_own_provider_and_no_failover(
+        self, registry: ProviderRegistry
+    ) -> None:
+        registry.configure(config(push=chained(PLATFORMS={"ios": "b"}, FAILOVER=["c"])))
+
+        assert self.names(registry, "push", platform="ios") == ["b"]
+        assert self.names(registry, "push", platform="android") == ["a", "c"]
+
+    def test_sms_routes_by_the_longest_prefix(self, registry: ProviderRegistry) -> None:
+        registry.configure(
+            config(sms=chained(ROUTES={"+44": ["b", "a"], "+447": ["c"]}, FAILOVER=["b"]))
+        )
+
+        assert self.names(registry, "sms", destination="+447700900123") == ["c"]
+        assert self.names(registry, "sms", destination="+442079460000") == ["b", "a"]
+        assert self.names(registry, "sms", destination="+14155550123") == ["a", "b"]
+
+    @pytest.mark.parametrize(
+        ("entry", "message"),
+        [
+            ({"FAILOVER": ["z"]}, "NOTIFIER_PROVIDERS['sms']['FAILOVER'] names 'z', which is not"),
+            ({"FAILOVER": "b"}, "NOTIFIER_PROVIDERS['sms']['FAILOVER'] must be a list"),
+            ({"PLATFORMS": {"nokia": "a"}}, "has 'nokia', which is not a platform"),
+            ({"ROUTES": {"44": ["a"]}}, "a route's key is an E.164 prefix"),
+            ({"ROUTES": {"+44": []}}, "NOTIFIER_PROVIDERS['sms']['ROUTES']['+44'] is empty"),
+        ],
+    )
+    def test_a_chain_naming_what_is_not_there_is_refused_at_start(
+        self, registry: ProviderRegistry, entry: dict[str, Any], message: str
+    ) -> None:
+        with pytest.raises(ProviderConfigurationError) as raised:
+            registry.configure(config(sms=chained(**entry)))
+
+        assert message in raised.value.message

@@ -16,9 +16,16 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from rest_framework.test import APIClient
 
 import celeryconfig
+from notifier.content.models import NotificationType
+from notifier.core.enums import Channel
+from notifier.recipients.models import Recipient
+from notifier.recipients.services import register_device
+from notifier.tenancy.models import Tenant
 from tests.brokers import PrivateRabbitMQ
+from tests.factories import NotificationTypeFactory, RecipientFactory, published_template
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL_QUEUES = ",".join(queue.name for queue in celeryconfig.task_queues)
@@ -121,3 +128,93 @@ def wait_for(condition: Any, timeout: float = 30, interval: float = 0.1) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+@pytest.fixture
+def alerts(tenant: Tenant) -> NotificationType:
+    """A type with a published template on every channel, needing ``code``."""
+    notification_type = NotificationTypeFactory.create(
+        tenant=tenant, key="alert", default_channels=[Channel.EMAIL]
+    )
+    for channel in Channel.values:
+        published_template(
+            notification_type,
+            channel=channel,
+            subject="Alert {{ code }}",
+            body="Your code is {{ code }}",
+            variables=("code",),
+        )
+    return notification_type
+
+
+@pytest.fixture
+def ada(tenant: Tenant) -> Recipient:
+    recipient = RecipientFactory.create(
+        tenant=tenant, user_id="ada", email="ada@example.com", phone="+14155550123"
+    )
+    register_device(recipient=recipient, token="device-token-ada", platform="ios")
+    return recipient
+
+
+def send(client: APIClient, **body: object) -> str:
+    payload = {"user_ids": ["ada"], "notification_type": "alert", "template_vars": {"code": "42"}}
+    response = client.post("/api/v1/notifications", payload | body, format="json")
+    assert response.status_code == 202, response.json()
+    return str(response.json()["notification_id"])
+
+
+def statuses(client: APIClient, notification_id: str) -> dict[str, list[str]]:
+    body = client.get(f"/api/v1/notifications/{notification_id}").json()
+    return {
+        channel: [d["status"] for d in deliveries]
+        for user in body["users"]
+        for channel, deliveries in user["channels"].items()
+    }
+
+
+def accept_and_plan(
+    tenant: Tenant, *, user_ids: list[str], channels: list[str], code: str = "7"
+) -> str:
+    """Accept an ``alert`` and plan it in this process (no broker, no worker); its id."""
+    from django.utils import timezone
+
+    from notifier.notifications import planning, services
+
+    outcome = services.accept_notification(
+        tenant=tenant,
+        request=services.SendRequest(
+            user_ids=user_ids, notification_type="alert", channels=channels,
+            template_vars={"code": code},
+        ),
+    )  # fmt: skip
+    notification_id = outcome.body["notification_id"]
+    planning.plan_notification(notification_id=notification_id, now=timezone.now(), batch_size=50)
+    return str(notification_id)
+
+
+SANDBOX = "channels.providers.sandbox.SandboxProvider"
+
+
+@pytest.fixture
+def configure_providers() -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Configure the process's registry for one test; the settings' providers come back after."""
+    from django.conf import settings
+
+    from channels.registry import registry
+
+    yield registry.configure
+    registry.configure(settings.NOTIFIER_PROVIDERS)
+
+
+def email_chain(*backends: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """Email through in-process sandbox providers: the first the default, the rest its
+    failover chain, each with its OPTIONS."""
+    return {
+        "email": {
+            "DEFAULT": backends[0][0],
+            "FAILOVER": [name for name, _ in backends[1:]],
+            "BACKENDS": {
+                name: {"CLASS": SANDBOX, "OPTIONS": options} for name, options in backends
+            },
+        }
+    }

@@ -204,12 +204,15 @@ def test_a_message_listed_many_times_is_renewed_not_dropped(
 
 def test_replaying_a_dead_lettered_delivery_task_sends_it_exactly_once(
     request: pytest.FixtureRequest,
+    settings: Any,
     rabbitmq: PrivateRabbitMQ,
     tenant: Tenant,
     alerts: NotificationType,
     ada: Recipient,
 ) -> None:
     # given a queued delivery whose task message died before any worker ran it
+    # (only the hand-made message below exists: nothing is published on commit)
+    settings.NOTIFIER_PUBLISH_ON_COMMIT = False
     notification_id = send(tenant)
     (batch,) = planning.plan_notification(
         notification_id=UUID(notification_id), now=timezone.now(), batch_size=100
@@ -241,12 +244,15 @@ def test_replaying_a_dead_lettered_delivery_task_sends_it_exactly_once(
 
 def test_a_replayed_delivery_task_whose_delivery_expired_ends_it_expired(
     request: pytest.FixtureRequest,
+    settings: Any,
     rabbitmq: PrivateRabbitMQ,
     tenant: Tenant,
     alerts: NotificationType,
     ada: Recipient,
 ) -> None:
     # given a dead-lettered delivery task whose delivery expired while it lay there
+    # (only the hand-made message below exists: nothing is published on commit)
+    settings.NOTIFIER_PUBLISH_ON_COMMIT = False
     notification_id = send(tenant, expires_at=(timezone.now() + timedelta(hours=1)).isoformat())
     (batch,) = planning.plan_notification(
         notification_id=UUID(notification_id), now=timezone.now(), batch_size=100

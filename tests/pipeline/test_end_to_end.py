@@ -9,11 +9,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 from kombu import Connection
-from rest_framework.test import APIClient
 
 import celeryconfig
 from notifier.content.models import NotificationType
-from notifier.core.enums import Channel
 from notifier.notifications import tasks
 from notifier.notifications.models import Delivery, DeliveryState, OutboxMessage
 from notifier.notifications.relay import relay_outbox
@@ -22,58 +20,13 @@ from notifier.recipients.services import register_device
 from notifier.tenancy.models import Tenant
 from tests.brokers import PrivateRabbitMQ
 from tests.factories import (
-    NotificationTypeFactory,
-    RecipientFactory,
     client_for,
-    published_template,
 )
-from tests.pipeline.conftest import Worker, wait_for
+from tests.pipeline.conftest import Worker, send, statuses, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 DEAD_LETTERS = celeryconfig.dead_letter_queues[0]
-
-
-@pytest.fixture
-def alerts(tenant: Tenant) -> NotificationType:
-    """A type with a published template on every channel, needing ``code``."""
-    notification_type = NotificationTypeFactory.create(
-        tenant=tenant, key="alert", default_channels=[Channel.EMAIL]
-    )
-    for channel in Channel.values:
-        published_template(
-            notification_type,
-            channel=channel,
-            subject="Alert {{ code }}",
-            body="Your code is {{ code }}",
-            variables=("code",),
-        )
-    return notification_type
-
-
-@pytest.fixture
-def ada(tenant: Tenant) -> Recipient:
-    recipient = RecipientFactory.create(
-        tenant=tenant, user_id="ada", email="ada@example.com", phone="+14155550123"
-    )
-    register_device(recipient=recipient, token="device-token-ada", platform="ios")
-    return recipient
-
-
-def send(client: APIClient, **body: object) -> str:
-    payload = {"user_ids": ["ada"], "notification_type": "alert", "template_vars": {"code": "42"}}
-    response = client.post("/api/v1/notifications", payload | body, format="json")
-    assert response.status_code == 202, response.json()
-    return str(response.json()["notification_id"])
-
-
-def statuses(client: APIClient, notification_id: str) -> dict[str, list[str]]:
-    body = client.get(f"/api/v1/notifications/{notification_id}").json()
-    return {
-        channel: [d["status"] for d in deliveries]
-        for user in body["users"]
-        for channel, deliveries in user["channels"].items()
-    }
 
 
 def test_each_channel_is_delivered_once_and_reported_sent(
@@ -97,7 +50,15 @@ def test_each_channel_is_delivered_once_and_reported_sent(
     assert by_channel["sms"]["destination"] == "+14155550123"
     assert by_channel["push"]["destination"] == "device-token-ada"
     assert all(d.attempts == 1 and d.provider == "sandbox" for d in deliveries.values())
-    assert OutboxMessage.objects.get().published_at is not None
+    # every message went through the outbox: the notification's, and its deliveries' batches
+    outbox = OutboxMessage.objects.values_list("topic", "published_at")
+    assert sorted(topic for topic, _ in outbox) == [
+        "deliveries.queued",
+        "deliveries.queued",
+        "deliveries.queued",
+        "notification.accepted",
+    ]
+    assert all(published_at is not None for _, published_at in outbox)
 
 
 def test_redelivered_messages_and_a_replayed_outbox_row_send_nothing_twice(
@@ -113,7 +74,7 @@ def test_redelivered_messages_and_a_replayed_outbox_row_send_nothing_twice(
     tasks.deliver_email.apply_async(kwargs={"delivery_ids": [delivery.pk], "lane": "transactional"})
     tasks.deliver_email.apply_async(kwargs={"delivery_ids": [delivery.pk], "lane": "transactional"})
     OutboxMessage.objects.update(published_at=None)
-    assert relay_outbox() == 1
+    assert relay_outbox() == 2  # the notification's row and its delivery batch's
 
     # then (once the worker has drained those messages) it was still sent exactly once
     time.sleep(2)

@@ -79,4 +79,5 @@ def test_replay_is_no_transition_the_pipeline_can_take() -> None:
     # a replay leads back to queued, which the table never allows from these states
     for state in REPLAYABLE_STATES:
         assert not can_transition(state, "queued")
-    assert sources_of("queued") == {"deferred"}
+    # (deferred rows are released; a claim whose worker died before dispatching is requeued)
+    assert sources_of("queued") == {"deferred", "sending"}

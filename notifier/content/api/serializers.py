@@ -52,6 +52,14 @@ class NotificationTypeSerializer(StrictSerializer):
         default=0,
         help_text="Seconds during which identical content reaches a user once; 0: off.",
     )
+    fallback_channels = UniqueListField(
+        child=serializers.ChoiceField(choices=[Channel.EMAIL, Channel.SMS]),
+        max_length=2,
+        required=False,
+        default=list,
+        help_text="When push cannot reach a user (no active device, or the last one's token "
+        "died), the first of these the user allows is used instead, in order.",
+    )
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
 

@@ -1,0 +1,40 @@
+"""Who sent a webhook: the provider's signature, checked before anything is parsed or applied.
+
+Webhooks carry no API key; a request is the provider's if its signature verifies (SPEC
+guarantee 11). Twilio: HMAC over the URL it called plus the form fields, keyed with the auth
+token of one of our Twilio backends. SNS: see :mod:`notifier.webhooks.sns`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from twilio.request_validator import RequestValidator
+
+from notifier.webhooks import services, sns
+
+
+def called_url(request: HttpRequest) -> str:
+    """The URL the provider called. Behind a TLS-terminating proxy the request's own scheme and
+    host differ from it, so ``NOTIFIER_WEBHOOK_BASE_URL`` (scheme://host[:port]) names it."""
+    base = settings.NOTIFIER_WEBHOOK_BASE_URL.rstrip("/")
+    return base + request.get_full_path() if base else request.build_absolute_uri()
+
+
+def is_from_twilio(request: HttpRequest) -> bool:
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not signature:
+        return False
+    url = called_url(request)
+    return any(
+        RequestValidator(token).validate(url, request.POST, signature)
+        for token in services.all_twilio_auth_tokens()
+    )
+
+
+def check_sns_message(message: Mapping[str, Any]) -> None:
+    """Raise ``sns.InvalidSNSMessage`` unless SNS signed ``message``."""
+    sns.verify_message(message, cert_url_pattern=settings.NOTIFIER_SNS_CERT_URL_PATTERN)

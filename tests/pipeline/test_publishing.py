@@ -1,0 +1,105 @@
+"""Windowed publishing on the private broker: confirmed means routed to a queue, and an outbox
+row stays unpublished until the broker has confirmed its message."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from kombu import Connection
+
+import celeryconfig
+from notifier.celery import app
+from notifier.notifications import relay
+from notifier.notifications.models import OutboxMessage
+from notifier.notifications.publishing import TaskCall, publisher
+from tests.brokers import PrivateRabbitMQ, free_port
+
+QUEUE = celeryconfig.delivery_queue_name("bulk", "email")
+
+
+def depth(broker: PrivateRabbitMQ) -> int:
+    with Connection(broker.url) as connection:
+        channel: Any = connection.default_channel
+        return int(channel.queue_declare(QUEUE, passive=True).message_count)
+
+
+@pytest.fixture
+def empty_queue(rabbitmq: PrivateRabbitMQ) -> Iterator[None]:
+    def purge() -> None:
+        with Connection(rabbitmq.url) as connection:
+            app.amqp.queues[QUEUE].bind(connection.default_channel).declare()
+            app.amqp.queues[QUEUE].bind(connection.default_channel).purge()
+
+    purge()
+    yield
+    purge()
+    publisher().close()
+
+
+def deliver(n: int) -> TaskCall:
+    return TaskCall("notify.deliver.email", {"delivery_ids": [n], "lane": "bulk"})
+
+
+@pytest.mark.usefixtures("empty_queue")
+def test_a_window_of_a_thousand_messages_is_confirmed_and_queued(
+    rabbitmq: PrivateRabbitMQ,
+) -> None:
+    confirmed = publisher().publish([deliver(n) for n in range(1000)])
+
+    assert confirmed == [True] * 1000
+    assert depth(rabbitmq) == 1000
+
+
+@pytest.mark.usefixtures("empty_queue")
+def test_a_message_the_broker_cannot_route_is_not_confirmed(rabbitmq: PrivateRabbitMQ) -> None:
+    # given the publisher has declared the queue, which is then deleted behind its back
+    assert publisher().publish([deliver(1)]) == [True]
+    with Connection(rabbitmq.url) as connection:
+        app.amqp.queues[QUEUE].bind(connection.default_channel).delete()
+
+    # when it publishes to it again, mandatory: the broker returns the message
+    confirmed = publisher().publish([deliver(2), deliver(3)])
+
+    # then neither counts as published
+    assert confirmed == [False, False]
+    # and a fresh connection declares the queue again
+    publisher().close()
+    assert publisher().publish([deliver(4)]) == [True]
+    assert depth(rabbitmq) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("empty_queue")
+def test_outbox_rows_stay_unpublished_while_the_broker_is_unreachable(
+    rabbitmq: PrivateRabbitMQ, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given three committed outbox rows for delivery batches
+    rows = OutboxMessage.objects.bulk_create(
+        OutboxMessage(
+            topic=relay.DELIVERIES_QUEUED,
+            payload={"lane": "bulk", "channel": "email", "delivery_ids": [n]},
+            available_at=timezone.now(),
+        )
+        for n in range(3)
+    )
+
+    # when the relay runs with the broker unreachable
+    # (Celery reads the broker URL from the environment before its configuration)
+    with monkeypatch.context() as patch:
+        patch.setenv("CELERY_BROKER_URL", f"amqp://guest:guest@127.0.0.1:{free_port()}//")
+        publisher().close()
+        assert relay.relay_outbox() == 0
+    publisher().close()
+
+    # then every row is still unpublished, with the error and the attempt recorded
+    for row in OutboxMessage.objects.filter(pk__in=[r.pk for r in rows]):
+        assert row.published_at is None
+        assert row.attempts == 1
+        assert row.last_error
+
+    # and once the broker is back, the next pass publishes them all
+    assert relay.relay_outbox() == 3
+    assert depth(rabbitmq) == 3
