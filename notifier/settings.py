@@ -284,20 +284,31 @@ NOTIFIER_WORKER_PROCESSES_HINT = env.int("NOTIFIER_WORKER_PROCESSES_HINT", defau
 # Provider webhooks (docs/webhooks.md). NOTIFIER_WEBHOOK_BASE_URL: scheme://host[:port] the
 # providers call, when a proxy stands in front of us (Twilio signs the URL it called). SNS
 # signing certificates and subscription confirmations are fetched only from URLs matching these
-# patterns: SNS' own hosts over HTTPS. With a provider sandbox (make run), its certificate URL
-# is allowed too, and Twilio's status callbacks point at NOTIFIER_WEBHOOK_BASE_URL.
+# patterns: SNS' own hosts over HTTPS. SNS messages are accepted only from the topics listed
+# (ARNs, * matching within one; none listed refuses all) and at most NOTIFIER_SNS_MAX_AGE
+# seconds old. With NOTIFIER_SNS_CA_FILE (a PEM bundle) the signing certificate must chain to
+# it and be issued to NOTIFIER_SNS_CERT_NAME. With a provider sandbox (make run), its
+# certificate URL, CA and topic are allowed too, and Twilio's status callbacks point at
+# NOTIFIER_WEBHOOK_BASE_URL.
 NOTIFIER_WEBHOOK_BASE_URL = env.str("NOTIFIER_WEBHOOK_BASE_URL", default="")
 _SNS_HOSTS = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
-NOTIFIER_SNS_CERT_URL_PATTERN = env.str("NOTIFIER_SNS_CERT_URL_PATTERN", default=_SNS_HOSTS)
-NOTIFIER_SNS_SUBSCRIBE_URL_PATTERN = env.str(
-    "NOTIFIER_SNS_SUBSCRIBE_URL_PATTERN", default=_SNS_HOSTS
-)
+_sandbox_webhooks: dict[str, Any] = {}
 if _SANDBOX_CONNECTION and not _PROVIDERS_JSON:
     from notifier.sandbox.providers import webhook_settings_from_file
 
-    NOTIFIER_SNS_CERT_URL_PATTERN = env.str(
-        "NOTIFIER_SNS_CERT_URL_PATTERN",
-        default=webhook_settings_from_file(_SANDBOX_CONNECTION).get(
-            "NOTIFIER_SNS_CERT_URL_PATTERN", _SNS_HOSTS
-        ),
-    )
+    _sandbox_webhooks = webhook_settings_from_file(_SANDBOX_CONNECTION)
+NOTIFIER_SNS_CERT_URL_PATTERN = env.str(
+    "NOTIFIER_SNS_CERT_URL_PATTERN",
+    default=_sandbox_webhooks.get("NOTIFIER_SNS_CERT_URL_PATTERN", _SNS_HOSTS + r"[^?#]+\.pem$"),
+)
+NOTIFIER_SNS_SUBSCRIBE_URL_PATTERN = env.str(
+    "NOTIFIER_SNS_SUBSCRIBE_URL_PATTERN", default=_SNS_HOSTS
+)
+NOTIFIER_SNS_TOPIC_ARNS = env.list(
+    "NOTIFIER_SNS_TOPIC_ARNS", default=_sandbox_webhooks.get("NOTIFIER_SNS_TOPIC_ARNS", [])
+)
+NOTIFIER_SNS_MAX_AGE = env.int("NOTIFIER_SNS_MAX_AGE", default=3600)
+NOTIFIER_SNS_CA_FILE = env.str(
+    "NOTIFIER_SNS_CA_FILE", default=_sandbox_webhooks.get("NOTIFIER_SNS_CA_FILE", "")
+)
+NOTIFIER_SNS_CERT_NAME = env.str("NOTIFIER_SNS_CERT_NAME", default="sns.amazonaws.com")

@@ -42,15 +42,17 @@ async def set_fault(request: web.Request) -> web.Response:
         if provider not in PROVIDERS:
             raise FaultError(f"provider must be one of {', '.join(PROVIDERS)}")
         fault = Fault.from_spec(spec)
+        request.app[CONTEXT].faults.set(provider, fault)
     except (ValueError, FaultError) as exc:
         return web.json_response({"error": str(exc)}, status=400)
-    request.app[CONTEXT].faults.set(provider, fault)
+    await request.app[CONTEXT].apply_faults()
     return web.json_response({"provider": provider, **fault.as_spec()}, status=201)
 
 
 async def clear_faults(request: web.Request) -> web.Response:
     """Clears every fault, or one provider's with ``?provider=``."""
     request.app[CONTEXT].faults.clear(request.query.get("provider") or None)
+    await request.app[CONTEXT].apply_faults()
     return web.Response(status=204)
 
 

@@ -4,7 +4,7 @@ applies a fault (see :mod:`notifier.sandbox.faults` for the order of effects).""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -29,6 +29,12 @@ class SandboxContext:
     """The certificate of the key SNS messages are signed with (``GET /_sandbox/sns/cert.pem``)."""
     callbacks: CallbackSender | None = None
     """Sends delivery callbacks to our webhooks (:mod:`notifier.sandbox.callbacks`)."""
+    faults_changed: Callable[[], Awaitable[None]] | None = None
+    """Called on the loop after faults are set or cleared: opens and closes provider ports."""
+
+    async def apply_faults(self) -> None:
+        if self.faults_changed is not None:
+            await self.faults_changed()
 
 
 CONTEXT = web.AppKey("sandbox_context", SandboxContext)
@@ -43,7 +49,7 @@ class Answer(Exception):
 
 
 class ConnectionDropped(Exception):
-    """The request's connection was closed on purpose (fault ``down`` or ``hang``)."""
+    """The request's connection was closed on purpose (fault ``drop``, ``down`` or ``hang``)."""
 
 
 @web.middleware
@@ -80,7 +86,9 @@ async def apply_fault(request: web.Request, provider: str, errors: ErrorResponde
     fault = context.faults.take(provider)
     if fault is None:
         return None
-    if fault.down:
+    if fault.down or fault.drop:
+        # ``down`` reaches here only through the shared port (the provider's own is closed),
+        # which cannot refuse one provider's connections: the request is dropped unanswered.
         raise drop_connection(request)
     if fault.latency_ms:
         await asyncio.sleep(fault.latency_ms / 1000)

@@ -20,7 +20,7 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CREDENTIALS_FILE = "credentials.json"
 SERVICE_ACCOUNT_FILE = "fcm-service-account.json"
@@ -28,7 +28,9 @@ APNS_KEY_FILE = "apns-key.p8"
 CA_FILE = "ca.pem"
 CA_KEY_FILE = "ca-key.pem"
 SNS_KEY_FILE = "sns-signing-key.pem"
-SNS_CERT_FILE = "sns-cert.pem"
+SNS_CERT_FILE = "sns-signing-cert.pem"
+SNS_CERT_NAME = "sns.amazonaws.com"
+"""The name real SNS signing certificates are issued to; the sandbox's CA issues one too."""
 
 # Twilio's magic "From" number that its test credentials accept
 # (https://www.twilio.com/docs/iam/test-credentials).
@@ -166,28 +168,15 @@ class StateDirectory:
     def sns_cert_file(self) -> Path:
         return self.path / SNS_CERT_FILE
 
-    def load_or_create_sns_signer(self) -> tuple[rsa.RSAPrivateKey, bytes]:
-        """The key SNS messages are signed with, and its self-signed certificate (PEM), which
-        the sandbox serves at its ``SigningCertURL``."""
+    def load_or_create_sns_signer(self, ca: trustme.CA) -> tuple[rsa.RSAPrivateKey, bytes]:
+        """The key SNS messages are signed with, and its certificate (PEM, issued by the
+        sandbox's CA to SNS' name), which the sandbox serves at its ``SigningCertURL``."""
         key_path = self.path / SNS_KEY_FILE
         if key_path.exists() and self.sns_cert_file.exists():
             key = serialization.load_pem_private_key(key_path.read_bytes(), None)
             assert isinstance(key, rsa.RSAPrivateKey)
             return key, self.sns_cert_file.read_bytes()
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.sandbox.notifier.test")])
-        now = datetime.now(UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=1))
-            .not_valid_after(now + timedelta(days=3650))
-            .sign(key, hashes.SHA256())
-        )
-        pem = certificate.public_bytes(serialization.Encoding.PEM)
+        key, pem = issue_signing_certificate(ca, SNS_CERT_NAME)
         write_private(key_path, _pkcs8_pem(key))
         self.sns_cert_file.write_bytes(pem)
         return key, pem
@@ -199,3 +188,53 @@ class StateDirectory:
             json.dumps(credentials.service_account(token_uri), indent=2),
         )
         write_private(self.apns_key_file, credentials.apns_private_key_pem)
+
+
+def issue_signing_certificate(
+    ca: trustme.CA,
+    name: str,
+    *,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+) -> tuple[rsa.RSAPrivateKey, bytes]:
+    """An RSA key and a certificate for it (PEM) issued by ``ca`` to the DNS ``name``, shaped
+    like a public CA's (what X.509 path validation expects; trustme's leaves mark their
+    subjectAltName critical beside a non-empty subject, which strict validators refuse)."""
+    now = datetime.now(UTC)
+    issuer = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    issuer_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
+    assert isinstance(issuer_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(issuer.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or now - timedelta(days=1))
+        .not_valid_after(not_after or now + timedelta(days=3650))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(issuer_key, hashes.SHA256())
+    )
+    return key, certificate.public_bytes(serialization.Encoding.PEM)

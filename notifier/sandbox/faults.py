@@ -4,7 +4,12 @@ A fault is set for one provider and applies to its next ``times`` requests (or u
 Each stand-in takes the fault once per request (per connection for SMTP) and applies it in the
 same order, so one fault may combine effects:
 
-1. ``down``: close the connection without an answer; nothing is recorded.
+1. ``down``: the provider cannot be reached, so the client knows nothing was sent. The HTTP
+   stand-ins (FCM, Twilio, SES, SNS) close their own port until the fault is cleared
+   (connection refused; so ``times`` does not apply to them); APNs and SMTP reset each new
+   connection before the first byte (TLS or greeting), counting connections. Nothing is recorded.
+   ``drop``: HTTP stand-ins only; read the request, then close the connection without an
+   answer. Nothing is recorded, but the client cannot tell (an unknown outcome).
 2. ``latency_ms``: wait before answering.
 3. ``status`` (e.g. 500, 503), then ``rate_limit`` (429 with ``Retry-After``): answer with the
    provider's own error shape; nothing is recorded.
@@ -26,6 +31,8 @@ from typing import Any
 from notifier.sandbox.store import PROVIDERS
 
 CALLBACK_MODES = ("normal", "off", "duplicate", "out_of_order")
+HTTP_PROVIDERS = ("fcm", "twilio", "ses", "sns")
+"""The stand-ins served over plain HTTP, each on its own port (closed while ``down``)."""
 
 
 class FaultError(ValueError):
@@ -41,6 +48,7 @@ class Fault:
     unregistered: bool = False
     hang: bool = False
     down: bool = False
+    drop: bool = False
     callbacks: str = "normal"
     times: int | None = None
     """How many more requests this fault applies to; ``None`` = until cleared."""
@@ -60,6 +68,7 @@ class Fault:
             "unregistered",
             "hang",
             "down",
+            "drop",
             "callbacks",
             "times",
         }
@@ -93,6 +102,7 @@ class Fault:
             unregistered=_flag(spec, "unregistered"),
             hang=_flag(spec, "hang"),
             down=_flag(spec, "down"),
+            drop=_flag(spec, "drop"),
             times=times,
         )
 
@@ -128,6 +138,13 @@ class FaultBoard:
     def set(self, provider: str, fault: Fault) -> None:
         if provider not in PROVIDERS:
             raise FaultError(f"unknown provider {provider!r}; one of {', '.join(PROVIDERS)}")
+        if provider in HTTP_PROVIDERS and fault.down and fault.times is not None:
+            raise FaultError(
+                f"down closes {provider}'s port until cleared; refused connections cannot be"
+                " counted, so times does not apply (drop does count requests)"
+            )
+        if provider not in HTTP_PROVIDERS and fault.drop:
+            raise FaultError(f"drop applies to the HTTP stand-ins ({', '.join(HTTP_PROVIDERS)})")
         with self._lock:
             self._faults[provider] = fault
 
@@ -146,6 +163,11 @@ class FaultBoard:
         """The fault for this request, counting it against ``times``."""
         with self._lock:
             return self._take_locked(provider)
+
+    def down(self) -> frozenset[str]:
+        """The providers that are down now."""
+        with self._lock:
+            return frozenset(name for name, fault in self._faults.items() if fault.down)
 
     def is_down(self, provider: str) -> bool:
         """For listeners that refuse whole connections: take the fault only if it is ``down``."""

@@ -33,7 +33,6 @@ def providers_from_connection(
         "REGION": connection["aws_region"],
         "ACCESS_KEY_ID": connection["aws_access_key_id"],
         "SECRET_ACCESS_KEY": connection["aws_secret_access_key"],
-        "ENDPOINT_URL": connection["http_url"],
         "TIMEOUT": timeout,
     }
     return {
@@ -43,7 +42,11 @@ def providers_from_connection(
             "BACKENDS": {
                 "ses": {
                     "CLASS": "channels.providers.ses.SESProvider",
-                    "OPTIONS": {**aws, "FROM_ADDRESS": connection["ses_from_address"]},
+                    "OPTIONS": {
+                        **aws,
+                        "ENDPOINT_URL": connection["ses_url"],
+                        "FROM_ADDRESS": connection["ses_from_address"],
+                    },
                 },
                 "smtp": {
                     "CLASS": "channels.providers.smtp.SMTPProvider",
@@ -66,12 +69,15 @@ def providers_from_connection(
                         "ACCOUNT_SID": connection["twilio_account_sid"],
                         "AUTH_TOKEN": connection["twilio_auth_token"],
                         "FROM_NUMBER": connection["twilio_from_number"],
-                        "BASE_URL": connection["http_url"],
+                        "BASE_URL": connection["twilio_url"],
                         "TIMEOUT": timeout,
                         **status_callback,
                     },
                 },
-                "sns": {"CLASS": "channels.providers.sns.SNSProvider", "OPTIONS": dict(aws)},
+                "sns": {
+                    "CLASS": "channels.providers.sns.SNSProvider",
+                    "OPTIONS": {**aws, "ENDPOINT_URL": connection["sns_url"]},
+                },
             },
         },
         "push": {
@@ -83,7 +89,7 @@ def providers_from_connection(
                     "OPTIONS": {
                         "PROJECT_ID": connection["fcm_project_id"],
                         "SERVICE_ACCOUNT_FILE": connection["fcm_service_account_file"],
-                        "ENDPOINT_BASE": connection["http_url"] + "/v1/projects",
+                        "ENDPOINT_BASE": connection["fcm_url"] + "/v1/projects",
                         "TIMEOUT": timeout,
                     },
                 },
@@ -113,14 +119,18 @@ def providers_from_file(
     )
 
 
-def webhook_settings_from_connection(connection: Mapping[str, Any]) -> dict[str, str]:
-    """The webhook settings a process receiving the sandbox's callbacks needs: an SNS
-    certificate URL pattern that allows the sandbox's certificate (and nothing else)."""
+def webhook_settings_from_connection(connection: Mapping[str, Any]) -> dict[str, Any]:
+    """The webhook settings a process receiving the sandbox's callbacks needs: the sandbox's
+    SNS certificate URL (and nothing else), its CA as the SNS trust bundle, and its topic."""
     cert_url = connection.get("sns_cert_url")
     if not cert_url:
         return {}
-    return {"NOTIFIER_SNS_CERT_URL_PATTERN": "^" + re.escape(cert_url) + "$"}
+    return {
+        "NOTIFIER_SNS_CERT_URL_PATTERN": "^" + re.escape(cert_url) + "$",
+        "NOTIFIER_SNS_CA_FILE": connection["ca_file"],
+        "NOTIFIER_SNS_TOPIC_ARNS": [connection["sns_topic_arn"]],
+    }
 
 
-def webhook_settings_from_file(path: str | Path) -> dict[str, str]:
+def webhook_settings_from_file(path: str | Path) -> dict[str, Any]:
     return webhook_settings_from_connection(json.loads(Path(path).read_text()))

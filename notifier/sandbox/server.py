@@ -6,7 +6,11 @@ Used the same way by the management command (``make run``) and by test fixtures:
         boto3.client("sesv2", endpoint_url=sandbox.http_url, ...)
         assert sandbox.messages(provider="ses")
 
-Ports default to 0 (free ports, read back once listening). The server never touches the database.
+Ports default to 0 (free ports, read back once listening). The shared HTTP port serves the inbox,
+``/_sandbox/`` and every HTTP provider; each HTTP provider also has its own port (``fcm_url``,
+``twilio_url``, ``ses_url``, ``sns_url`` in the connection file), which fault ``down`` closes
+so that clients get "connection refused", as from a provider that is really down. The server
+never touches the database.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from notifier.sandbox.apns import server_tls_context, start_apns
 from notifier.sandbox.callbacks import LOCAL_HOSTS, SNS_CERT_PATH, CallbackSender
 from notifier.sandbox.context import SandboxContext
 from notifier.sandbox.credentials import SandboxCredentials, StateDirectory, write_private
-from notifier.sandbox.faults import Fault
+from notifier.sandbox.faults import HTTP_PROVIDERS, Fault
 from notifier.sandbox.smtp import start_smtp
 from notifier.sandbox.web import build_app
 
@@ -59,6 +63,10 @@ class SandboxServer:
         self._thread: threading.Thread | None = None
         self._context: SandboxContext | None = None
         self._servers: list[asyncio.Server] = []
+        # Each HTTP provider's own listener (None while the provider is down), and its port,
+        # kept while closed so that it reopens where clients expect it.
+        self._provider_servers: dict[str, asyncio.Server | None] = {}
+        self._provider_ports: dict[str, int] = dict.fromkeys(HTTP_PROVIDERS, 0)
         self._runner: web.AppRunner | None = None
         self.connection: dict[str, Any] = {}
         self._sns_endpoint = sns_endpoint
@@ -150,7 +158,11 @@ class SandboxServer:
         site = web.TCPSite(self._runner, self.host, self._ports["http"])
         await site.start()
         self._ports["http"] = self._runner.addresses[0][1]
-        sns_key, context.sns_cert_pem = self.state.load_or_create_sns_signer()
+        for provider in HTTP_PROVIDERS:
+            await self._open_provider_port(provider)
+        context.faults_changed = self._apply_faults
+        ca = self.state.load_or_create_ca()
+        sns_key, context.sns_cert_pem = self.state.load_or_create_sns_signer(ca)
         context.callbacks = CallbackSender(
             twilio_auth_token=credentials.twilio_auth_token,
             twilio_account_sid=credentials.twilio_account_sid,
@@ -162,7 +174,6 @@ class SandboxServer:
             callback_hosts=frozenset(self._callback_hosts),
         )
 
-        ca = self.state.load_or_create_ca()
         names = dict.fromkeys(["localhost", "127.0.0.1", self.host])
         tls = server_tls_context(ca.issue_cert(*names))
         apns = await start_apns(context, host=self.host, port=self._ports["apns"], tls=tls)
@@ -173,19 +184,36 @@ class SandboxServer:
         self._servers.append(smtp)
         self._ports["smtp"] = smtp.sockets[0].getsockname()[1]
 
+    async def _open_provider_port(self, provider: str) -> None:
+        assert self._runner is not None
+        assert self._runner.server is not None
+        server = await asyncio.get_running_loop().create_server(
+            self._runner.server, self.host, self._provider_ports[provider]
+        )
+        self._provider_servers[provider] = server
+        self._provider_ports[provider] = server.sockets[0].getsockname()[1]
+
+    async def _apply_faults(self) -> None:
+        """Close the port of each HTTP provider that is down, reopen the others'."""
+        down = self.context.faults.down()
+        for provider, server in self._provider_servers.items():
+            if provider in down and server is not None:
+                self._provider_servers[provider] = None
+                await _close_server(server)
+            elif provider not in down and server is None:
+                await self._open_provider_port(provider)
+
     async def _close(self) -> None:
         if self._context is not None:
             self._context.stopping.set()
             if self._context.callbacks is not None:
                 await self._context.callbacks.close()
-        for server in self._servers:
-            server.close()
-            # Python 3.13+: also drop open connections, so that wait_closed() cannot block on a
-            # client that keeps its connection. On 3.12 the loop's end closes them.
-            if hasattr(server, "close_clients"):
-                server.close_clients()
-                await server.wait_closed()
+        servers = [*self._servers, *self._provider_servers.values()]
+        for server in servers:
+            if server is not None:
+                await _close_server(server)
         self._servers.clear()
+        self._provider_servers.clear()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -199,6 +227,10 @@ class SandboxServer:
     @property
     def http_url(self) -> str:
         return f"http://{self._url_host}:{self._ports['http']}"
+
+    def provider_url(self, provider: str) -> str:
+        """The HTTP provider's own base URL (closed while it is ``down``)."""
+        return f"http://{self._url_host}:{self._provider_ports[provider]}"
 
     @property
     def apns_url(self) -> str:
@@ -231,6 +263,7 @@ class SandboxServer:
         self.state.write_client_files(credentials, token_uri=self.http_url + "/token")
         self.connection = {
             "http_url": self.http_url,
+            **{f"{provider}_url": self.provider_url(provider) for provider in HTTP_PROVIDERS},
             "apns_url": self.apns_url,
             "smtp_host": self.smtp_host,
             "smtp_port": self.smtp_port,
@@ -276,11 +309,20 @@ class SandboxServer:
         self.context.store.clear()
 
     def set_fault(self, provider: str, **fault: Any) -> None:
-        """E.g. ``set_fault("twilio", status=503, times=2)``; see :mod:`notifier.sandbox.faults`."""
+        """E.g. ``set_fault("twilio", status=503, times=2)``; see :mod:`notifier.sandbox.faults`.
+        Returns once the fault applies (a ``down`` provider's port is closed)."""
         self.context.faults.set(provider, Fault.from_spec(fault))
+        self._apply_faults_now()
 
     def clear_faults(self, provider: str | None = None) -> None:
         self.context.faults.clear(provider)
+        self._apply_faults_now()
+
+    def _apply_faults_now(self) -> None:
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._apply_faults(), self._loop).result(
+            timeout=STOP_TIMEOUT_SECONDS
+        )
 
     def callbacks_sent(self) -> list[dict[str, Any]]:
         """The callbacks sent so far (provider, id, status, the webhook's answer), oldest first."""
@@ -293,3 +335,13 @@ class SandboxServer:
         assert callbacks is not None
         # One list append (atomic); the loop copies the list before each send.
         callbacks.subscribe(endpoint)
+
+
+async def _close_server(server: asyncio.Server) -> None:
+    server.close()
+    # Python 3.13+: also drop open connections, as a provider going down does, and so that
+    # wait_closed() cannot block on a client that keeps its connection. On 3.12 the loop's end
+    # closes them.
+    if hasattr(server, "close_clients"):
+        server.close_clients()
+        await server.wait_closed()

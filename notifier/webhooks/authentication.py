@@ -8,6 +8,7 @@ token of one of our Twilio backends. SNS: see :mod:`notifier.webhooks.sns`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -36,5 +37,17 @@ def is_from_twilio(request: HttpRequest) -> bool:
 
 
 def check_sns_message(message: Mapping[str, Any]) -> None:
-    """Raise ``sns.InvalidSNSMessage`` unless SNS signed ``message``."""
-    sns.verify_message(message, cert_url_pattern=settings.NOTIFIER_SNS_CERT_URL_PATTERN)
+    """Raise ``sns.InvalidSNSMessage`` unless SNS signed ``message``, recently, for a topic of
+    ours (``NOTIFIER_SNS_TOPIC_ARNS``; none configured refuses every message)."""
+    sns.verify_message(
+        message,
+        cert_url_pattern=settings.NOTIFIER_SNS_CERT_URL_PATTERN,
+        trust=sns.Trust(
+            ca_file=settings.NOTIFIER_SNS_CA_FILE, name=settings.NOTIFIER_SNS_CERT_NAME
+        ),
+    )
+    sns.check_origin(
+        message,
+        topics=settings.NOTIFIER_SNS_TOPIC_ARNS,
+        max_age=timedelta(seconds=settings.NOTIFIER_SNS_MAX_AGE),
+    )

@@ -5,27 +5,38 @@ SNS signs a canonical string of the message's fields (which fields depends on it
 the key of the certificate at ``SigningCertURL``: SignatureVersion 1 is SHA1withRSA, 2 is
 SHA256withRSA. Anyone can post a message naming a certificate of their own, so the certificate
 is fetched only from a URL the allowlist pattern matches (SNS' own hosts, over HTTPS), without
-following redirects, and kept in memory by URL. No database here: pure verification.
+following redirects, and kept in memory by URL. A certificate outside its validity period is
+refused; with a trust bundle (``Trust.ca_file``) it must also chain to one of its certificates
+and be issued to SNS' name (``sns.amazonaws.com``). A verified message is then checked against
+the topics we subscribed to and for its age (:func:`check_origin`). No database here.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import re
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509 import DNSName
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 FETCH_TIMEOUT_SECONDS: Final = 5.0
 MAX_CERTIFICATE_BYTES: Final = 64 * 1024
+CLOCK_SKEW: Final = timedelta(minutes=5)
+"""How far in the future a message's ``Timestamp`` may be (the two clocks differ)."""
 
 _NOTIFICATION_FIELDS: Final = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
 _CONFIRMATION_FIELDS: Final = (
@@ -93,30 +104,46 @@ def fetch_url(url: str, *, timeout: float = FETCH_TIMEOUT_SECONDS) -> bytes:
     return body
 
 
+@dataclass(frozen=True)
+class Trust:
+    """What a signing certificate must satisfy besides being fetched from an allowed URL."""
+
+    ca_file: str = ""
+    """A PEM bundle; when set, the certificate must chain to one of its certificates."""
+    name: str = "sns.amazonaws.com"
+    """The DNS name the certificate must be issued to (checked with ``ca_file``)."""
+
+
 class CertificateStore:
     """Signing certificates by URL, fetched once per process, only from allowed URLs."""
 
     def __init__(self, fetch: Callable[[str], bytes] = fetch_url) -> None:
         self._fetch = fetch
-        self._keys: dict[str, rsa.RSAPublicKey] = {}
+        self._keys: dict[tuple[str, Trust], tuple[rsa.RSAPublicKey, datetime]] = {}
         self._lock = threading.Lock()
 
-    def public_key(self, url: str, *, allowed: str) -> rsa.RSAPublicKey:
+    def public_key(self, url: str, *, allowed: str, trust: Trust = Trust()) -> rsa.RSAPublicKey:
         if not url or not re.match(allowed, url):
             raise InvalidSNSMessage("certificate URL not allowed")
+        now = datetime.now(UTC)
         with self._lock:
-            key = self._keys.get(url)
-        if key is not None:
-            return key
+            cached = self._keys.get((url, trust))
+        if cached is not None and now <= cached[1]:
+            return cached[0]
         try:
-            certificate = x509.load_pem_x509_certificate(self._fetch(url))
+            chain = x509.load_pem_x509_certificates(self._fetch(url))
         except (OSError, ValueError, urllib.error.URLError) as exc:
             raise InvalidSNSMessage("certificate unavailable") from exc
+        certificate = chain[0]
+        if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+            raise InvalidSNSMessage("certificate expired or not yet valid")
+        if trust.ca_file:
+            _verify_chain(certificate, chain[1:], trust, now)
         public_key = certificate.public_key()
         if not isinstance(public_key, rsa.RSAPublicKey):
             raise InvalidSNSMessage("certificate key is not RSA")
         with self._lock:
-            self._keys[url] = public_key
+            self._keys[(url, trust)] = (public_key, certificate.not_valid_after_utc)
         return public_key
 
     def clear(self) -> None:
@@ -124,11 +151,34 @@ class CertificateStore:
             self._keys.clear()
 
 
+def _verify_chain(
+    certificate: x509.Certificate,
+    intermediates: list[x509.Certificate],
+    trust: Trust,
+    now: datetime,
+) -> None:
+    try:
+        anchors = x509.load_pem_x509_certificates(Path(trust.ca_file).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise InvalidSNSMessage("the SNS trust bundle cannot be read") from exc
+    verifier = (
+        PolicyBuilder().store(Store(anchors)).time(now).build_server_verifier(DNSName(trust.name))
+    )
+    try:
+        verifier.verify(certificate, intermediates)
+    except VerificationError as exc:
+        raise InvalidSNSMessage("certificate not issued to SNS by a trusted authority") from exc
+
+
 certificates = CertificateStore()
 
 
 def verify_message(
-    message: Mapping[str, Any], *, cert_url_pattern: str, store: CertificateStore = certificates
+    message: Mapping[str, Any],
+    *,
+    cert_url_pattern: str,
+    trust: Trust = Trust(),
+    store: CertificateStore = certificates,
 ) -> None:
     """Raise ``InvalidSNSMessage`` unless ``message`` carries a valid SNS signature.
 
@@ -142,8 +192,40 @@ def verify_message(
     except binascii.Error as exc:
         raise InvalidSNSMessage("signature is not base64") from exc
     signed = canonical_string(message)
-    key = store.public_key(str(message.get("SigningCertURL", "")), allowed=cert_url_pattern)
+    key = store.public_key(
+        str(message.get("SigningCertURL", "")), allowed=cert_url_pattern, trust=trust
+    )
     try:
         key.verify(signature, signed, padding.PKCS1v15(), algorithm())
     except InvalidSignature as exc:
         raise InvalidSNSMessage("signature mismatch") from exc
+
+
+def check_origin(
+    message: Mapping[str, Any],
+    *,
+    topics: Sequence[str],
+    max_age: timedelta,
+    now: datetime | None = None,
+) -> None:
+    """Raise ``InvalidSNSMessage`` unless a (verified) message comes from one of ``topics``
+    (ARNs; ``*`` matches within one) and was sent within ``max_age``.
+
+    A valid signature only proves that SNS sent the message, not that the topic is ours:
+    anyone can subscribe our endpoint to a topic of their own. The age bounds replays of old
+    messages once their ids are purged; SNS retries a delivery for at most an hour.
+    """
+    topic = str(message.get("TopicArn", ""))
+    if not any(fnmatch.fnmatchcase(topic, pattern) for pattern in topics):
+        raise InvalidSNSMessage(f"topic not allowed: {topic[:200]}")
+    try:
+        sent_at = datetime.fromisoformat(str(message.get("Timestamp", "")))
+    except ValueError as exc:
+        raise InvalidSNSMessage("timestamp is not ISO 8601") from exc
+    if sent_at.tzinfo is None:
+        raise InvalidSNSMessage("timestamp has no time zone")
+    now = now or datetime.now(UTC)
+    if sent_at > now + CLOCK_SKEW:
+        raise InvalidSNSMessage("timestamp in the future")
+    if now - sent_at > max_age:
+        raise InvalidSNSMessage("message too old")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -19,7 +20,8 @@ from notifier.sandbox.store import SandboxMessage
 from tests.brokers import free_port
 
 CONNECTION_KEYS = {
-    "http_url", "apns_url", "smtp_host", "smtp_port", "ca_file", "twilio_account_sid",
+    "http_url", "fcm_url", "twilio_url", "ses_url", "sns_url", "apns_url", "smtp_host",
+    "smtp_port", "ca_file", "twilio_account_sid",
     "twilio_auth_token", "twilio_from_number", "aws_access_key_id", "aws_secret_access_key",
     "aws_region", "ses_from_address", "fcm_project_id", "fcm_service_account_file",
     "apns_key_file", "apns_key_id", "apns_team_id", "apns_topic", "sns_cert_url",
@@ -84,6 +86,7 @@ def test_faults_api_sets_lists_and_clears(sandbox):
             "unregistered": False,
             "hang": False,
             "down": False,
+            "drop": False,
             "callbacks": "normal",
             "times": 1,
         }
@@ -102,6 +105,8 @@ def test_faults_api_sets_lists_and_clears(sandbox):
         {"provider": "pigeon"},
         {"provider": "twilio", "colour": "red"},
         {"provider": "fcm", "times": 0},
+        {"provider": "twilio", "down": True, "times": 1},
+        {"provider": "smtp", "drop": True},
     ],
 )
 def test_faults_api_rejects_invalid_specs(sandbox, spec):
@@ -109,6 +114,30 @@ def test_faults_api_rejects_invalid_specs(sandbox, spec):
 
     assert response.status_code == 400
     assert response.json()["error"]
+
+
+def test_faults_api_down_closes_the_providers_port_until_cleared(sandbox):
+    # given twilio's own port, which answers
+    url = f"{sandbox.http_url}/_sandbox/faults"
+    port = int(sandbox.connection["twilio_url"].rsplit(":", 1)[1])
+    assert connectable(port)
+
+    # when twilio is down, its port refuses connections; the shared port still answers
+    assert requests.post(url, json={"provider": "twilio", "down": True}, timeout=5).ok
+    assert not connectable(port)
+    assert requests.get(url, timeout=5).json()["twilio"]["down"] is True
+
+    # and clearing the fault opens the same port again
+    assert requests.delete(url, params={"provider": "twilio"}, timeout=5).status_code == 204
+    assert connectable(port)
+
+
+def connectable(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return False
+    return True
 
 
 def test_inbox_page_escapes_everything_user_controlled(sandbox):

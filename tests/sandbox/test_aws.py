@@ -8,7 +8,12 @@ from email.message import EmailMessage
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from notifier.sandbox.server import SandboxServer
 
@@ -18,12 +23,17 @@ NO_RETRIES = Config(
 
 
 def aws_client(
-    sandbox: SandboxServer, service: str, *, secret: str | None = None, config=NO_RETRIES
+    sandbox: SandboxServer,
+    service: str,
+    *,
+    secret: str | None = None,
+    config=NO_RETRIES,
+    endpoint_url: str | None = None,
 ):
     connection = sandbox.connection
     return boto3.client(
         service,
-        endpoint_url=connection["http_url"],
+        endpoint_url=endpoint_url or connection["http_url"],
         region_name=connection["aws_region"],
         aws_access_key_id=connection["aws_access_key_id"],
         aws_secret_access_key=secret or connection["aws_secret_access_key"],
@@ -164,8 +174,32 @@ def test_ses_hang_fault_times_out_after_recording(sandbox):
     assert [m["to"] for m in sandbox.messages(provider="ses")] == ["ada@example.com"]
 
 
-def test_ses_down_fault_closes_the_connection(sandbox):
-    sandbox.set_fault("ses", down=True, times=1)
+@pytest.mark.parametrize("service", ["ses", "sns"])
+def test_down_fault_refuses_connections_on_the_providers_port_until_cleared(sandbox, service):
+    # given the provider's own endpoint, as the connection file gives it
+    client = aws_client(
+        sandbox, "sesv2" if service == "ses" else "sns", endpoint_url=sandbox.provider_url(service)
+    )
+
+    def call():
+        if service == "ses":
+            return client.send_email(**simple_email("ada@example.com"))
+        return client.publish(PhoneNumber="+14155550123", Message="hi")
+
+    # when the provider is down, the client cannot connect: it knows nothing was sent
+    sandbox.set_fault(service, down=True)
+    with pytest.raises(EndpointConnectionError):
+        call()
+    assert sandbox.messages() == []
+
+    # and once cleared the same port answers again
+    sandbox.clear_faults(service)
+    call()
+    assert len(sandbox.messages(provider=service)) == 1
+
+
+def test_ses_drop_fault_closes_the_connection_after_the_request(sandbox):
+    sandbox.set_fault("ses", drop=True, times=1)
 
     with pytest.raises(ConnectionClosedError):
         aws_client(sandbox, "sesv2").send_email(**simple_email("ada@example.com"))

@@ -147,8 +147,8 @@ def test_hang_fault_times_out_with_the_message_recorded(sandbox):
     assert len(sandbox.messages(provider="twilio")) == 1
 
 
-def test_down_fault_is_a_connection_error(sandbox):
-    sandbox.set_fault("twilio", down=True, times=1)
+def test_drop_fault_is_a_connection_error(sandbox):
+    sandbox.set_fault("twilio", drop=True, times=1)
 
     with pytest.raises(requests.exceptions.ConnectionError):
         send(twilio_client(sandbox), sandbox)

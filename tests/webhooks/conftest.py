@@ -125,13 +125,20 @@ def cert_server() -> Iterator[CertificateServer]:
         server.server_close()
 
 
-def ses_notification(
-    event: dict[str, Any], *, topic: str = "arn:aws:sns:us-east-1:1:ses"
-) -> dict[str, Any]:
+SES_TOPIC = "arn:aws:sns:us-east-1:1:ses"
+
+
+def ses_notification(event: dict[str, Any], *, topic: str = SES_TOPIC) -> dict[str, Any]:
     return {
         "Type": "Notification",
         "MessageId": str(uuid.uuid4()),
         "TopicArn": topic,
         "Message": json.dumps(event),
-        "Timestamp": "2026-11-21T12:00:00.000Z",
+        "Timestamp": sns_timestamp(),
     }
+
+
+def sns_timestamp(age: datetime.timedelta = datetime.timedelta(0)) -> str:
+    """``Timestamp`` as SNS writes it, ``age`` ago."""
+    at = datetime.datetime.now(datetime.UTC) - age
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -4,6 +4,7 @@ way Twilio and SNS sign them: state changes, replays, order, suppressions and re
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +17,13 @@ from notifier.tenancy.models import Tenant
 from notifier.webhooks.models import ProviderEvent
 from tests.factories import RecipientFactory, TenantFactory
 from tests.pipeline.conftest import accept_and_plan
-from tests.webhooks.conftest import CertificateServer, post_twilio, ses_notification
+from tests.webhooks.conftest import (
+    SES_TOPIC,
+    CertificateServer,
+    post_twilio,
+    ses_notification,
+    sns_timestamp,
+)
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -225,6 +232,7 @@ def test_a_forged_inbound_stop_is_refused(live_server: Any, tenant: Tenant) -> N
 @pytest.fixture
 def sns_allowed(settings: Any, cert_server: CertificateServer) -> CertificateServer:
     settings.NOTIFIER_SNS_CERT_URL_PATTERN = "^" + re.escape(cert_server.url) + "$"
+    settings.NOTIFIER_SNS_TOPIC_ARNS = [SES_TOPIC]
     return cert_server
 
 
@@ -324,16 +332,63 @@ def test_a_certificate_url_outside_the_allowlist_is_refused_and_never_fetched(
     assert Delivery.objects.get(pk=delivery.pk).state == DeliveryState.SENT
 
 
+@pytest.mark.parametrize(
+    ("change", "topics"),
+    [
+        ({"TopicArn": "arn:aws:sns:us-east-1:666:theirs"}, [SES_TOPIC]),
+        ({}, []),  # no topic configured: nothing is accepted
+        ({"Timestamp": sns_timestamp(timedelta(hours=2))}, [SES_TOPIC]),
+        ({"Timestamp": sns_timestamp(-timedelta(hours=1))}, [SES_TOPIC]),
+    ],
+    ids=["foreign-topic", "no-topics", "too-old", "future"],
+)
+def test_a_validly_signed_message_from_a_foreign_topic_or_another_time_changes_nothing(
+    live_server: Any,
+    tenant: Tenant,
+    settings: Any,
+    sns_allowed: CertificateServer,
+    change: dict[str, str],
+    topics: list[str],
+) -> None:
+    # given a bounce SNS really signed, for a topic that is not ours or sent at another time
+    settings.NOTIFIER_SNS_TOPIC_ARNS = topics
+    delivery = sent_delivery(tenant, "email")
+    bounce = {"bounceType": "Permanent", "bounceSubType": "General"}
+    event = ses_notification(ses_event("Bounce", delivery, bounce=bounce))
+    message = sns_allowed.sign({**event, **change})
+
+    response = post_sns(live_server, message)
+
+    assert response.status_code == 403
+    assert Delivery.objects.get(pk=delivery.pk).state == DeliveryState.SENT
+    assert not Suppression.objects.exists()
+    assert not ProviderEvent.objects.exists()
+
+
+def test_topics_may_be_given_as_patterns(
+    live_server: Any, tenant: Tenant, settings: Any, sns_allowed: CertificateServer
+) -> None:
+    settings.NOTIFIER_SNS_TOPIC_ARNS = ["arn:aws:sns:*:1:*"]
+    delivery = sent_delivery(tenant, "email")
+
+    response = post_sns(
+        live_server, sns_allowed.sign(ses_notification(ses_event("Delivery", delivery)))
+    )
+
+    assert response.status_code == 200
+    assert Delivery.objects.get(pk=delivery.pk).state == DeliveryState.DELIVERED
+
+
 def subscription(cert_server: CertificateServer, subscribe_url: str) -> dict[str, Any]:
     return cert_server.sign(
         {
             "Type": "SubscriptionConfirmation",
             "MessageId": "sub-1",
             "Token": "token",
-            "TopicArn": "arn:aws:sns:us-east-1:1:ses",
+            "TopicArn": SES_TOPIC,
             "Message": "You have chosen to subscribe.",
             "SubscribeURL": subscribe_url,
-            "Timestamp": "2026-11-21T12:00:00.000Z",
+            "Timestamp": sns_timestamp(),
         }
     )
 

@@ -9,6 +9,10 @@ from notifier.sandbox.providers import providers_from_connection, webhook_settin
 
 CONNECTION: dict[str, Any] = {
     "http_url": "http://127.0.0.1:8025",
+    "fcm_url": "http://127.0.0.1:8026",
+    "twilio_url": "http://127.0.0.1:8027",
+    "ses_url": "http://127.0.0.1:8028",
+    "sns_url": "http://127.0.0.1:8029",
     "apns_url": "https://127.0.0.1:8443",
     "smtp_host": "127.0.0.1",
     "smtp_port": 1025,
@@ -27,6 +31,7 @@ CONNECTION: dict[str, Any] = {
     "apns_team_id": "T",
     "apns_topic": "t",
     "sns_cert_url": "http://127.0.0.1:8025/_sandbox/sns/cert.pem",
+    "sns_topic_arn": "arn:aws:sns:us-east-1:000000000000:sandbox-ses-events",
 }
 
 
@@ -52,3 +57,10 @@ def test_the_cert_url_pattern_allows_the_sandbox_certificate_only() -> None:
     assert not re.match(pattern, "http://127.0.0.1:8025/_sandbox/sns/cert.pem.evil")
     assert not re.match(pattern, "http://127.0.0.1:9999/_sandbox/sns/cert.pem")
     assert webhook_settings_from_connection({}) == {}
+
+
+def test_the_sandbox_topic_and_ca_are_trusted_for_sns() -> None:
+    webhooks = webhook_settings_from_connection(CONNECTION)
+
+    assert webhooks["NOTIFIER_SNS_TOPIC_ARNS"] == [CONNECTION["sns_topic_arn"]]
+    assert webhooks["NOTIFIER_SNS_CA_FILE"] == CONNECTION["ca_file"]

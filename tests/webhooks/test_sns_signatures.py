@@ -1,15 +1,19 @@
 """SNS signature verification against a generated key: the canonical string, both signature
-versions, tampering, and the certificate URL allowlist (checked before any fetch)."""
+versions, tampering, the certificate URL allowlist (checked before any fetch), the certificate's
+validity and chain, and the topic and age checks."""
 
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import trustme
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from notifier.sandbox.credentials import issue_signing_certificate
 from notifier.webhooks import sns
 from tests.webhooks.conftest import generate_certificate
 
@@ -131,3 +135,94 @@ def test_a_certificate_of_another_key_does_not_verify() -> None:
         sns.verify_message(
             message, cert_url_pattern=ALLOWED, store=sns.CertificateStore(Fetcher(other_pem))
         )
+
+
+# -- the certificate itself ----------------------------------------------------------------------
+
+
+Leaf = tuple[rsa.RSAPrivateKey, bytes]
+
+
+def leaf_of(ca: trustme.CA, name: str = "sns.amazonaws.com", **dates: Any) -> Leaf:
+    return issue_signing_certificate(ca, name, **dates)
+
+
+@pytest.fixture
+def trust(tmp_path: Any) -> tuple[trustme.CA, sns.Trust]:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    return ca, sns.Trust(ca_file=str(tmp_path / "ca.pem"))
+
+
+def verify(leaf: Leaf, trust: sns.Trust) -> None:
+    key, pem = leaf
+    body = {**NOTIFICATION, "SignatureVersion": "2", "SigningCertURL": CERT_URL}
+    signature = key.sign(sns.canonical_string(body), padding.PKCS1v15(), hashes.SHA256())
+    sns.verify_message(
+        {**body, "Signature": base64.b64encode(signature).decode()},
+        cert_url_pattern=ALLOWED,
+        trust=trust,
+        store=sns.CertificateStore(Fetcher(pem)),
+    )
+
+
+def test_a_certificate_issued_to_sns_by_a_trusted_authority_verifies(
+    trust: tuple[trustme.CA, sns.Trust],
+) -> None:
+    ca, settings = trust
+    verify(leaf_of(ca), settings)
+
+
+def test_a_certificate_of_an_untrusted_authority_or_another_name_is_refused(
+    trust: tuple[trustme.CA, sns.Trust],
+) -> None:
+    ca, settings = trust
+    with pytest.raises(sns.InvalidSNSMessage, match="trusted authority"):
+        verify(leaf_of(trustme.CA()), settings)  # a CA of the attacker's own
+    with pytest.raises(sns.InvalidSNSMessage, match="trusted authority"):
+        verify(leaf_of(ca, "attacker.example"), settings)
+
+
+def test_an_expired_certificate_is_refused_even_without_a_trust_bundle() -> None:
+    now = datetime.now(UTC)
+    expired = leaf_of(
+        trustme.CA(), not_before=now - timedelta(days=30), not_after=now - timedelta(days=1)
+    )
+    with pytest.raises(sns.InvalidSNSMessage, match="expired"):
+        verify(expired, sns.Trust())
+
+
+# -- where and when it comes from ------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-events"
+
+
+@pytest.mark.parametrize(
+    ("message", "topics", "refusal"),
+    [
+        ({"TopicArn": TOPIC, "Timestamp": "2026-11-21T11:30:00.000Z"}, [TOPIC], None),
+        ({"TopicArn": TOPIC, "Timestamp": "2026-11-21T11:30:00Z"}, ["arn:aws:sns:*:*:ses-*"], None),
+        ({"TopicArn": TOPIC, "Timestamp": "2026-11-21T11:30:00Z"}, [], "topic not allowed"),
+        (
+            {"TopicArn": TOPIC + "-evil", "Timestamp": "2026-11-21T11:30:00Z"},
+            [TOPIC],
+            "topic not allowed",
+        ),
+        ({"TopicArn": TOPIC, "Timestamp": "2026-11-21T10:59:00Z"}, [TOPIC], "too old"),
+        ({"TopicArn": TOPIC, "Timestamp": "2026-11-21T12:06:00Z"}, [TOPIC], "future"),
+        ({"TopicArn": TOPIC, "Timestamp": "yesterday"}, [TOPIC], "ISO 8601"),
+        ({"TopicArn": TOPIC, "Timestamp": "2026-11-21T11:30:00"}, [TOPIC], "time zone"),
+    ],
+)
+def test_only_our_topics_and_recent_messages_are_accepted(
+    message: dict[str, str], topics: list[str], refusal: str | None
+) -> None:
+    def check() -> None:
+        sns.check_origin(message, topics=topics, max_age=timedelta(hours=1), now=NOW)
+
+    if refusal is None:
+        check()
+    else:
+        with pytest.raises(sns.InvalidSNSMessage, match=refusal):
+            check()
