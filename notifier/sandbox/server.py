@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
@@ -52,6 +52,7 @@ class SandboxServer:
         http_port: int = 0,
         apns_port: int = 0,
         smtp_port: int = 0,
+        provider_ports: Mapping[str, int] | None = None,
         sns_endpoint: str | None = None,
         twilio_inbound_url: str | None = None,
         callback_hosts: Iterable[str] = (),
@@ -66,7 +67,10 @@ class SandboxServer:
         # Each HTTP provider's own listener (None while the provider is down), and its port,
         # kept while closed so that it reopens where clients expect it.
         self._provider_servers: dict[str, asyncio.Server | None] = {}
-        self._provider_ports: dict[str, int] = dict.fromkeys(HTTP_PROVIDERS, 0)
+        self._provider_ports: dict[str, int] = {
+            **dict.fromkeys(HTTP_PROVIDERS, 0),
+            **(provider_ports or {}),
+        }
         self._runner: web.AppRunner | None = None
         self.connection: dict[str, Any] = {}
         self._sns_endpoint = sns_endpoint

@@ -197,7 +197,8 @@ def test_restart_keeps_credentials_and_ca(state_dir):
 
 def test_management_command_serves_and_stops_on_sigterm(tmp_path):
     # given
-    ports = {name: free_port() for name in ("http", "apns", "smtp")}
+    names = ("http", "apns", "smtp", "fcm", "twilio", "ses", "sns")
+    ports = {name: free_port() for name in names}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -205,12 +206,7 @@ def test_management_command_serves_and_stops_on_sigterm(tmp_path):
             "provider_sandbox",
             "--state-dir",
             str(tmp_path),
-            "--http-port",
-            str(ports["http"]),
-            "--apns-port",
-            str(ports["apns"]),
-            "--smtp-port",
-            str(ports["smtp"]),
+            *(arg for name in names for arg in (f"--{name}-port", str(ports[name]))),
         ],
         cwd=Path(__file__).resolve().parents[2],
         stdout=subprocess.PIPE,
@@ -226,7 +222,9 @@ def test_management_command_serves_and_stops_on_sigterm(tmp_path):
         # then
         assert first_line.strip() == f"Provider sandbox inbox: http://127.0.0.1:{ports['http']}/"
         assert response.json() == []
-        assert json.loads((tmp_path / CONNECTION_FILE).read_text())["smtp_port"] == ports["smtp"]
+        connection = json.loads((tmp_path / CONNECTION_FILE).read_text())
+        assert connection["smtp_port"] == ports["smtp"]
+        assert connection["twilio_url"] == f"http://127.0.0.1:{ports['twilio']}"
     finally:
         process.send_signal(signal.SIGTERM)
         started = time.monotonic()

@@ -15,6 +15,8 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from notifier.sandbox.server import SandboxServer
 
+DEFAULT_PROVIDER_PORTS = {"fcm": 8026, "twilio": 8027, "ses": 8028, "sns": 8029}
+
 
 class Command(BaseCommand):
     help = "Run the provider sandbox: local FCM, APNs, Twilio, SNS, SES and SMTP stand-ins."
@@ -29,6 +31,13 @@ class Command(BaseCommand):
         parser.add_argument("--http-port", type=int, default=8025)
         parser.add_argument("--apns-port", type=int, default=8443)
         parser.add_argument("--smtp-port", type=int, default=1025)
+        for provider, port in DEFAULT_PROVIDER_PORTS.items():
+            parser.add_argument(
+                f"--{provider}-port",
+                type=int,
+                default=port,
+                help=f"{provider}'s own port (closed while it is down)",
+            )
         parser.add_argument(
             "--sns-endpoint",
             help="POST SES events (as signed SNS notifications) here, e.g. "
@@ -68,6 +77,7 @@ class Command(BaseCommand):
             http_port=options["http_port"],
             apns_port=options["apns_port"],
             smtp_port=options["smtp_port"],
+            provider_ports={name: options[f"{name}_port"] for name in DEFAULT_PROVIDER_PORTS},
             sns_endpoint=options["sns_endpoint"],
             twilio_inbound_url=options["twilio_inbound_url"],
             callback_hosts=options["callback_host"],
@@ -81,6 +91,8 @@ class Command(BaseCommand):
                 self.stdout.write(f"Provider sandbox inbox: {sandbox.http_url}/")
                 self.stdout.write(f"  APNs:  {sandbox.apns_url} (CA: {sandbox.ca_file})")
                 self.stdout.write(f"  SMTP:  {sandbox.smtp_host}:{sandbox.smtp_port}")
+                for name in DEFAULT_PROVIDER_PORTS:
+                    self.stdout.write(f"  {name.upper()}: {sandbox.provider_url(name)}")
                 self.stdout.write(f"Connection file: {sandbox.connection_file.resolve()}")
                 self.stdout.flush()
                 stopping.wait()
