@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 # Neither a request nor the relay may hang on a broker that accepts TCP and answers nothing.
 PUBLISH_TIMEOUT = 5.0
+UNREACHABLE_BACKOFF = 5.0
+"""After a failed publish, :attr:`WindowedPublisher.recently_failed` holds this long: the
+``on_commit`` fast path then leaves its rows to the relay instead of making API requests
+wait on a broker that is down."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,7 @@ class WindowedPublisher:
         self._declared: set[str] = set()
         self._last_tag = 0
         self._window: _Window | None = None
+        self._failed_until = 0.0
         # A forked child must open its own connection: a socket shared with the parent
         # would interleave both processes' frames.
         if hasattr(os, "register_at_fork"):
@@ -91,11 +96,19 @@ class WindowedPublisher:
                 return self._publish(calls, timeout)
             except Exception:
                 self._close()  # its delivery tags and state are unknown now: start afresh
+                self._failed_until = time.monotonic() + UNREACHABLE_BACKOFF
                 raise
 
+    @property
+    def recently_failed(self) -> bool:
+        """Whether a publish failed (broker down, or too slow to confirm) moments ago."""
+        return time.monotonic() < self._failed_until
+
     def close(self) -> None:
+        """Drop the connection and forget any failure: the next publish starts afresh."""
         with self._lock:
             self._close()
+            self._failed_until = 0.0
 
     def _publish(self, calls: Sequence[TaskCall], timeout: float) -> list[bool]:
         deadline = time.monotonic() + timeout
@@ -159,7 +172,9 @@ class WindowedPublisher:
             heartbeat=0,
             transport_options=options,
         )
-        connection.connect()
+        # One attempt: kombu's connect() retries after 2 s, which a caller (an API request
+        # publishing on commit) must not wait for; the relay's next pass is the retry.
+        connection.ensure_connection(max_retries=0)
         # py-amqp's channel (kombu types it as the transport-neutral StdChannel).
         channel: Any = connection.channel()
         channel.confirm_select()

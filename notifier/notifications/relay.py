@@ -122,8 +122,11 @@ def publish_now(*outbox_ids: int) -> None:
     """The ``on_commit`` fast path: publish rows right after their transaction commits.
 
     Never raises: the caller's work is committed (the API has answered 202), and the relay
-    publishes whatever this misses.
+    publishes whatever this misses. Skipped while the broker has just failed a publish, so
+    that an outage costs API requests nothing.
     """
+    if publisher().recently_failed:
+        return
     try:
         relay_outbox(batch_size=len(outbox_ids), pk__in=outbox_ids)
     except Exception:  # noqa: BLE001 - the relay catches up; the caller must not fail

@@ -7,15 +7,33 @@ router's job (``routing.route_task``): a delivery task names its lane, never a q
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from notifier.notifications import planning, relay, sending, services, sweeps
 
+# PostgreSQL unreachable (or restarting) is an outage, not a poison message: the task's
+# message waits in the broker's delayed delivery, with exponential backoff and full jitter up
+# to a minute, instead of dead-lettering. Past MAX_OUTAGE_RETRIES (about an hour) it does
+# dead-letter, where it can be replayed. Every other exception still dead-letters at once.
+MAX_OUTAGE_RETRIES = 60
+RETRY_DURING_DATABASE_OUTAGE: dict[str, Any] = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 1,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": MAX_OUTAGE_RETRIES,
+}
+# Beat runs its sweeps again at the next tick: a failed tick is logged, and its message acked
+# rather than dead-lettered.
+SWEEP: dict[str, Any] = {"acks_on_failure": True}
 
-@shared_task(name="notify.plan.notification")
+
+@shared_task(name="notify.plan.notification", **RETRY_DURING_DATABASE_OUTAGE)
 def plan_notification(notification_id: str, lane: str = "transactional") -> None:
     planning.plan_notification(
         notification_id=notification_id,  # type: ignore[arg-type]
@@ -33,36 +51,36 @@ def _deliver(delivery_ids: list[int], resend: bool) -> dict[str, int]:
     return counts
 
 
-@shared_task(name="notify.deliver.push")
+@shared_task(name="notify.deliver.push", **RETRY_DURING_DATABASE_OUTAGE)
 def deliver_push(delivery_ids: list[int], lane: str, resend: bool = False) -> dict[str, int]:
     return _deliver(delivery_ids, resend)
 
 
-@shared_task(name="notify.deliver.email")
+@shared_task(name="notify.deliver.email", **RETRY_DURING_DATABASE_OUTAGE)
 def deliver_email(delivery_ids: list[int], lane: str, resend: bool = False) -> dict[str, int]:
     return _deliver(delivery_ids, resend)
 
 
-@shared_task(name="notify.deliver.sms")
+@shared_task(name="notify.deliver.sms", **RETRY_DURING_DATABASE_OUTAGE)
 def deliver_sms(delivery_ids: list[int], lane: str, resend: bool = False) -> dict[str, int]:
     return _deliver(delivery_ids, resend)
 
 
-@shared_task(name="notify.schedule.release_due")
+@shared_task(name="notify.schedule.release_due", **SWEEP)
 def release_due_deliveries() -> None:
     sweeps.release_due_deliveries(
         now=timezone.now(), limit=5000, batch_size=settings.NOTIFIER_DELIVERY_BATCH
     )
 
 
-@shared_task(name="notify.maintenance.recover_leases")
+@shared_task(name="notify.maintenance.recover_leases", **SWEEP)
 def recover_expired_leases() -> None:
     sweeps.recover_expired_leases(
         now=timezone.now(), limit=1000, batch_size=settings.NOTIFIER_DELIVERY_BATCH
     )
 
 
-@shared_task(name="notify.outbox.relay")
+@shared_task(name="notify.outbox.relay", **SWEEP)
 def relay_outbox() -> int:
     """Beat's safety net: publish due rows the on-commit path missed, and scheduled ones."""
     total = 0
@@ -71,11 +89,11 @@ def relay_outbox() -> int:
     return total
 
 
-@shared_task(name="notify.maintenance.purge_idempotency_records")
+@shared_task(name="notify.maintenance.purge_idempotency_records", **SWEEP)
 def purge_idempotency_records() -> int:
     return services.purge_expired_idempotency_records(now=timezone.now())
 
 
-@shared_task(name="notify.maintenance.purge_outbox")
+@shared_task(name="notify.maintenance.purge_outbox", **SWEEP)
 def purge_outbox() -> int:
     return relay.purge_published(now=timezone.now(), older_than=timedelta(days=1))

@@ -3,6 +3,7 @@ row stays unpublished until the broker has confirmed its message."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -103,3 +104,34 @@ def test_outbox_rows_stay_unpublished_while_the_broker_is_unreachable(
     # and once the broker is back, the next pass publishes them all
     assert relay.relay_outbox() == 3
     assert depth(rabbitmq) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("empty_queue")
+def test_after_a_failed_publish_the_on_commit_path_leaves_rows_to_the_relay_at_once(
+    rabbitmq: PrivateRabbitMQ, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a publish that failed moments ago: the broker is down
+    row = OutboxMessage.objects.create(
+        topic=relay.DELIVERIES_QUEUED,
+        payload={"lane": "bulk", "channel": "email", "delivery_ids": [1]},
+        available_at=timezone.now(),
+    )
+    with monkeypatch.context() as patch:
+        patch.setenv("CELERY_BROKER_URL", f"amqp://guest:guest@127.0.0.1:{free_port()}//")
+        publisher().close()
+        assert relay.relay_outbox() == 0
+        assert publisher().recently_failed
+
+        # when a request's transaction commits another row: the fast path does not even try
+        started = time.monotonic()
+        relay.publish_now(row.pk)
+        elapsed = time.monotonic() - started
+    publisher().close()
+
+    # then the request did not wait, and the row is left (attempts untouched) for the relay
+    assert elapsed < 0.05
+    row.refresh_from_db()
+    assert (row.published_at, row.attempts) == (None, 1)
+    assert relay.relay_outbox() == 1
+    assert depth(rabbitmq) == 1
