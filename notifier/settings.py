@@ -312,3 +312,8 @@ NOTIFIER_SNS_CA_FILE = env.str(
     "NOTIFIER_SNS_CA_FILE", default=_sandbox_webhooks.get("NOTIFIER_SNS_CA_FILE", "")
 )
 NOTIFIER_SNS_CERT_NAME = env.str("NOTIFIER_SNS_CERT_NAME", default="sns.amazonaws.com")
+# SendGrid's signed Event Webhook: the verification key(s) SendGrid's console shows (base64 DER,
+# comma-separated while a key is rotated; none refuses every request), and how far, in
+# seconds, the signed timestamp may be from our clock either way (SendGrid sets no limit).
+NOTIFIER_SENDGRID_WEBHOOK_PUBLIC_KEY = env.list("NOTIFIER_SENDGRID_WEBHOOK_PUBLIC_KEY", default=[])
+NOTIFIER_SENDGRID_WEBHOOK_TOLERANCE = env.int("NOTIFIER_SENDGRID_WEBHOOK_TOLERANCE", default=300)

@@ -3,7 +3,11 @@ SendGrid's (``smtp.sendgrid.net``, user ``apikey``).
 
 Options: ``HOST``, ``PORT``, ``FROM_ADDRESS`` (``a@b`` or ``Name <a@b>``), and optionally
 ``USERNAME`` and ``PASSWORD`` (both or neither), ``USE_TLS`` (STARTTLS) or ``USE_SSL``
-(implicit TLS), and ``TIMEOUT`` (seconds, default 10).
+(implicit TLS), ``TIMEOUT`` (seconds, default 10), and ``SENDGRID_EVENTS`` (default false):
+the relay is SendGrid's and its Event Webhook reports on our messages, so each message carries
+our delivery id as the SendGrid custom argument ``notifier_delivery_id`` in an ``X-SMTPAPI``
+header; SendGrid strips that header and copies the argument into every event about the message
+(https://www.twilio.com/docs/sendgrid/for-developers/sending-email/building-an-x-smtpapi-header).
 
 Django's backend opens the connection (TLS, login) and its ``EmailMultiAlternatives``
 builds the message (text, html alternative, our ``X-Notifier-Delivery-Id`` header). The SMTP
@@ -19,6 +23,7 @@ nothing. (A relay's connection limit then bounds a worker's concurrency.)
 
 from __future__ import annotations
 
+import json
 import re
 import smtplib
 import ssl
@@ -54,8 +59,11 @@ OPTIONS: Final = (
     "USE_SSL",
     "FROM_ADDRESS",
     "TIMEOUT",
+    "SENDGRID_EVENTS",
 )
 CORRELATION_HEADER: Final = "X-Notifier-Delivery-Id"
+SENDGRID_HEADER: Final = "X-SMTPAPI"
+SENDGRID_CORRELATION_ARG: Final = "notifier_delivery_id"
 # Enhanced status 4.7.x (RFC 3463: security or policy) is how relays say "slow down":
 # Gmail 421 4.7.28, SendGrid 421 4.7.0, Postfix "450 4.7.1 ... rate limited".
 _THROTTLED: Final = re.compile(r"^4\.7\.\d+|rate|too many|throttl", re.IGNORECASE)
@@ -84,6 +92,7 @@ class SMTPProvider(Provider):
             raise reader.error("USE_TLS (STARTTLS) and USE_SSL (implicit TLS) exclude each other")
         self.timeout = reader.timeout()
         self.from_address, self.from_domain = reader.from_address()
+        self.sendgrid_events = reader.boolean("SENDGRID_EVENTS", default=False)
 
     def send(self, message: OutboundMessage) -> SendResult:
         email = self.build_message(message)
@@ -109,12 +118,17 @@ class SMTPProvider(Provider):
     def build_message(self, message: OutboundMessage) -> EmailMultiAlternatives:
         """The Django message for ``message``; the Message-ID is ours, so it is known (and
         becomes the ``provider_message_id``) whatever the relay answers."""
+        correlation_id = check_header_value(
+            message.correlation_id, field=CORRELATION_HEADER, provider=self.name
+        )
         headers = {
-            CORRELATION_HEADER: check_header_value(
-                message.correlation_id, field=CORRELATION_HEADER, provider=self.name
-            ),
+            CORRELATION_HEADER: correlation_id,
             "Message-ID": make_msgid(domain=self.from_domain),
         }
+        if self.sendgrid_events:
+            headers[SENDGRID_HEADER] = check_header_value(
+                sendgrid_smtpapi_header(correlation_id), field=SENDGRID_HEADER, provider=self.name
+            )
         email = EmailMultiAlternatives(
             subject=check_header_value(message.subject, field="subject", provider=self.name),
             body=message.body,
@@ -217,6 +231,16 @@ class SMTPProvider(Provider):
         return ProviderUnavailable(
             f"cannot connect to the SMTP relay: {type(exc).__name__}: {exc}", provider=self.name
         )
+
+
+def sendgrid_smtpapi_header(correlation_id: str) -> str:
+    """The ``X-SMTPAPI`` value carrying our delivery id as a SendGrid unique argument: JSON
+    built by ``json.dumps`` (never by formatting), ASCII only, on one line."""
+    return json.dumps(
+        {"unique_args": {SENDGRID_CORRELATION_ARG: correlation_id}},
+        ensure_ascii=True,
+        separators=(", ", ": "),
+    )
 
 
 # What a permanent (5xx) refusal means at each step: (described, reply text, error details).

@@ -2,7 +2,8 @@
 
 Webhooks carry no API key; a request is the provider's if its signature verifies (SPEC
 guarantee 11). Twilio: HMAC over the URL it called plus the form fields, keyed with the auth
-token of one of our Twilio backends. SNS: see :mod:`notifier.webhooks.sns`.
+token of one of our Twilio backends. SNS: see :mod:`notifier.webhooks.sns`. SendGrid: see
+:mod:`notifier.webhooks.sendgrid`.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 from twilio.request_validator import RequestValidator
 
-from notifier.webhooks import services, sns
+from notifier.webhooks import sendgrid, services, sns
 
 
 def called_url(request: HttpRequest) -> str:
@@ -50,4 +53,25 @@ def check_sns_message(message: Mapping[str, Any]) -> None:
         message,
         topics=settings.NOTIFIER_SNS_TOPIC_ARNS,
         max_age=timedelta(seconds=settings.NOTIFIER_SNS_MAX_AGE),
+    )
+
+
+def sendgrid_public_keys() -> tuple[ec.EllipticCurvePublicKey, ...]:
+    """The keys of ``NOTIFIER_SENDGRID_WEBHOOK_PUBLIC_KEY`` (several during a rotation); a
+    malformed one is a configuration error naming the setting, not a refused request."""
+    try:
+        return sendgrid.load_public_keys(tuple(settings.NOTIFIER_SENDGRID_WEBHOOK_PUBLIC_KEY))
+    except sendgrid.InvalidSendGridKey as exc:
+        raise ImproperlyConfigured(f"NOTIFIER_SENDGRID_WEBHOOK_PUBLIC_KEY: {exc}") from exc
+
+
+def check_sendgrid_request(request: HttpRequest) -> None:
+    """Raise ``sendgrid.InvalidSendGridRequest`` unless SendGrid signed the raw body, with a
+    key of ours, within ``NOTIFIER_SENDGRID_WEBHOOK_TOLERANCE`` seconds of now."""
+    sendgrid.verify_request(
+        body=request.body,
+        signature=request.headers.get(sendgrid.SIGNATURE_HEADER, ""),
+        timestamp=request.headers.get(sendgrid.TIMESTAMP_HEADER, ""),
+        keys=sendgrid_public_keys(),
+        tolerance=settings.NOTIFIER_SENDGRID_WEBHOOK_TOLERANCE,
     )

@@ -1,8 +1,9 @@
 """Provider reports we have processed, so that a replayed webhook is applied once.
 
 Providers retry a webhook until they get a 2xx, and may send the same one twice anyway
-(Twilio, SNS: at-least-once). Each report's provider event id is stored under a unique
-constraint in the transaction that applies it; a replay finds the row and changes nothing.
+(Twilio, SNS, SendGrid: at-least-once). Each report's provider event id is stored under a
+unique constraint in the transaction that applies it; a replay finds the row and changes
+nothing.
 Rows hold ids and statuses only, never a phone number or an email address.
 """
 
@@ -12,10 +13,13 @@ from django.db import models
 
 
 class ProviderEvent(models.Model):
-    provider = models.CharField(max_length=32, help_text="twilio or ses")
+    provider = models.CharField(max_length=32, help_text="twilio, ses or sendgrid")
     event_id = models.CharField(
         max_length=255,
-        help_text="Twilio: MessageSid:MessageStatus (inbound: inbound:MessageSid); SNS: MessageId",
+        help_text=(
+            "Twilio: MessageSid:MessageStatus (inbound: inbound:MessageSid); SNS: MessageId; "
+            "SendGrid: sg_event_id"
+        ),
     )
     kind = models.CharField(max_length=32, help_text="status, inbound, Delivery, Bounce, ...")
     delivery_id = models.BigIntegerField(null=True, blank=True)

@@ -31,8 +31,10 @@ from notifier.tenancy.models import Tenant
 from notifier.webhooks import sns
 from notifier.webhooks.models import ProviderEvent
 from notifier.webhooks.reports import (
+    SENDGRID,
     SES,
     SES_PROVIDER_CLASS,
+    SMTP_PROVIDER_CLASS,
     TWILIO,
     TWILIO_PROVIDER_CLASS,
     DeliveryReport,
@@ -67,7 +69,13 @@ def provider_backends(class_path: str) -> dict[str, dict[str, Any]]:
     }
 
 
-_PROVIDER_CLASSES: Final = {TWILIO: TWILIO_PROVIDER_CLASS, SES: SES_PROVIDER_CLASS}
+# Whose backends a report's provider message id is looked up under: SendGrid reports on mail
+# sent through its SMTP relay (the id is then our own Message-ID).
+_PROVIDER_CLASSES: Final = {
+    TWILIO: TWILIO_PROVIDER_CLASS,
+    SES: SES_PROVIDER_CLASS,
+    SENDGRID: SMTP_PROVIDER_CLASS,
+}
 
 
 def apply_delivery_report(*, report: DeliveryReport) -> Outcome:
@@ -113,12 +121,27 @@ def apply_delivery_report(*, report: DeliveryReport) -> Outcome:
     return outcome
 
 
+def apply_delivery_reports(*, reports: Iterable[DeliveryReport]) -> list[Outcome]:
+    """Apply a provider's batch (SendGrid posts many events at once) in its order, each report
+    in a transaction of its own: if one fails, the provider retries the batch and the reports
+    already applied are replays."""
+    return [apply_delivery_report(report=report) for report in reports]
+
+
 def _find_delivery(report: DeliveryReport) -> Delivery | None:
     """By our delivery id, else by the provider's message id under one of its backends."""
-    fields = ("id", "tenant_id", "channel", "destination", "address_key", "provider")
+    fields = (
+        "id",
+        "tenant_id",
+        "channel",
+        "destination",
+        "address_key",
+        "provider",
+        "provider_message_id",
+    )
     if report.delivery_ref.isdigit():
         found = Delivery.objects.filter(pk=int(report.delivery_ref)).only(*fields).first()
-        if found is not None:
+        if found is not None and not _names_another_email(found, report):
             return found
     backends = provider_backends(_PROVIDER_CLASSES[report.provider])
     if not report.provider_message_id or not backends:
@@ -129,6 +152,21 @@ def _find_delivery(report: DeliveryReport) -> Delivery | None:
         )
         .only(*fields)
         .first()
+    )
+
+
+def _names_another_email(delivery: Delivery, report: DeliveryReport) -> bool:
+    """A SendGrid event whose delivery id is one of ours but whose message is not: an account
+    shared by two deployments (staging and production, say) posts every event to each, and
+    delivery ids are only unique within one database. Our Message-ID settles it."""
+    if report.provider != SENDGRID:
+        return False
+    if delivery.channel != Channel.EMAIL:
+        return True
+    return bool(
+        report.provider_message_id
+        and delivery.provider_message_id
+        and report.provider_message_id != delivery.provider_message_id
     )
 
 

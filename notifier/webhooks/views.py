@@ -16,7 +16,12 @@ from django.views.decorators.http import require_POST
 
 from notifier.core.errors import json_error
 from notifier.webhooks import reports, services
-from notifier.webhooks.authentication import check_sns_message, is_from_twilio
+from notifier.webhooks.authentication import (
+    check_sendgrid_request,
+    check_sns_message,
+    is_from_twilio,
+)
+from notifier.webhooks.sendgrid import InvalidSendGridRequest
 from notifier.webhooks.sns import InvalidSNSMessage
 
 logger = logging.getLogger(__name__)
@@ -87,4 +92,20 @@ def sns_notification(request: HttpRequest) -> HttpResponse:
         services.record_ignored_sns(message_id=message_id, kind="not_ses")
     else:
         services.apply_delivery_report(report=report)
+    return HttpResponse(status=200)
+
+
+@csrf_exempt
+@require_POST
+def sendgrid_events(request: HttpRequest) -> HttpResponse:
+    try:
+        check_sendgrid_request(request)
+    except InvalidSendGridRequest as exc:
+        logger.info("SendGrid event batch refused: %s", exc)
+        return _forbidden()
+    try:
+        batch = reports.sendgrid_events(request.body)
+    except reports.MalformedEvents:
+        return json_error(400, "malformed_json", "The body is not a SendGrid event batch.")
+    services.apply_delivery_reports(reports=batch)
     return HttpResponse(status=200)

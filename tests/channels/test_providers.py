@@ -33,7 +33,7 @@ from channels.providers.apns import APNsProvider, apns_id, expiration_header
 from channels.providers.fcm import FCMProvider, ttl_seconds
 from channels.providers.http import redact, retry_after_seconds
 from channels.providers.ses import SESProvider, tag_value
-from channels.providers.smtp import SMTPProvider, _dot_stuffed
+from channels.providers.smtp import SMTPProvider, _dot_stuffed, sendgrid_smtpapi_header
 from channels.providers.sns import SNSProvider
 from channels.providers.twilio import TwilioProvider, status_callback_url, validity_period_seconds
 from tests.channels.providers_fakes import (
@@ -83,6 +83,8 @@ def fcm_options() -> dict[str, Any]:
         (SMTPProvider, "email", {**SMTP, "USERNAME": "u"}, "PASSWORD"),
         (SMTPProvider, "email", {**SMTP, "PORT": "25"}, "PORT"),
         (SMTPProvider, "email", {**SMTP, "USE_TLS": "yes"}, "USE_TLS"),
+        (SMTPProvider, "email", {**SMTP, "SENDGRID_EVENTS": "true"}, "SENDGRID_EVENTS"),
+        (SMTPProvider, "email", {**SMTP, "SENDGRID_EVENT": True}, "SENDGRID_EVENT"),
         (FCMProvider, "push", {"PROJECT_ID": "p"}, "SERVICE_ACCOUNT"),
         (FCMProvider, "push", {"PROJECT_ID": "p", "SERVICE_ACCOUNT_FILE": "/nonexistent"}, "key"),
         (FCMProvider, "push", {"PROJECT_ID": "p", "SERVICE_ACCOUNT_INFO": {"type": "x"}}, "key"),
@@ -669,6 +671,56 @@ def test_smtp_message_has_the_html_alternative_and_the_correlation_header() -> N
     assert email["Message-ID"].endswith("@example.org>")
     parts: Any = email.get_payload()
     assert [part.get_content_type() for part in parts] == ["text/plain", "text/html"]
+
+
+def test_smtp_for_sendgrid_adds_the_smtpapi_header_as_json() -> None:
+    # given
+    provider = SMTPProvider(name="smtp", channel="email", options={**SMTP, "SENDGRID_EVENTS": True})
+
+    # when
+    email = provider.build_message(message("email", "d@example.com")).message()
+
+    # then
+    assert json.loads(email["X-SMTPAPI"]) == {
+        "unique_args": {"notifier_delivery_id": CORRELATION_ID}
+    }
+
+
+def test_smtp_for_sendgrid_keeps_a_quote_inside_the_json_string() -> None:
+    # given a delivery id that would close the JSON string if it were formatted in
+    provider = SMTPProvider(name="smtp", channel="email", options={**SMTP, "SENDGRID_EVENTS": True})
+    correlation_id = '1"}, "send_at": 1, "x": {"y": "'
+
+    # when
+    email = provider.build_message(
+        message("email", "d@example.com", correlation_id=correlation_id)
+    ).message()
+
+    # then it stays one value of unique_args, with no key of its own
+    assert json.loads(email["X-SMTPAPI"]) == {
+        "unique_args": {"notifier_delivery_id": correlation_id}
+    }
+
+
+@pytest.mark.parametrize(
+    "correlation_id",
+    ["1\r\nBcc: x@example.com", "1\nX-SMTPAPI: {}", "1\u2028x", "1%0Ax", "1\\nx"],
+    ids=["crlf", "lf", "line-separator", "percent-encoded", "escaped"],
+)
+def test_smtp_for_sendgrid_refuses_a_delivery_id_with_a_line_break(correlation_id: str) -> None:
+    # given
+    provider = SMTPProvider(name="smtp", channel="email", options={**SMTP, "SENDGRID_EVENTS": True})
+
+    # then
+    with pytest.raises(UnsafeHeaderValue):
+        provider.build_message(message("email", "d@example.com", correlation_id=correlation_id))
+
+
+def test_sendgrid_smtpapi_header_is_one_ascii_line() -> None:
+    value = sendgrid_smtpapi_header("déjà-42")
+
+    assert value.isascii()
+    assert json.loads(value) == {"unique_args": {"notifier_delivery_id": "déjà-42"}}
 
 
 @pytest.mark.parametrize(

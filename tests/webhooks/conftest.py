@@ -1,5 +1,6 @@
 """Fixtures for webhook tests: the app served for real (``live_server``), Twilio settings, an
-SNS signing key with its certificate served by a local HTTP server that counts its requests."""
+SNS signing key with its certificate served by a local HTTP server that counts its requests,
+and a SendGrid Event Webhook signing key (ECDSA P-256) with its verification key configured."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import datetime
 import http.server
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,11 +19,11 @@ import pytest
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from twilio.request_validator import RequestValidator
 
-from notifier.webhooks import sns
+from notifier.webhooks import sendgrid, sns
 from tests.pipeline.conftest import alerts  # noqa: F401 - a fixture
 
 TWILIO_TOKEN = "0123456789abcdef0123456789abcdef"
@@ -142,3 +144,42 @@ def sns_timestamp(age: datetime.timedelta = datetime.timedelta(0)) -> str:
     """``Timestamp`` as SNS writes it, ``age`` ago."""
     at = datetime.datetime.now(datetime.UTC) - age
     return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class SendGridSigner:
+    """Signs Event Webhook requests as SendGrid does: ECDSA P-256/SHA-256 over timestamp+body."""
+
+    key: ec.EllipticCurvePrivateKey
+
+    @classmethod
+    def generate(cls) -> SendGridSigner:
+        return cls(ec.generate_private_key(ec.SECP256R1()))
+
+    @property
+    def verification_key(self) -> str:
+        """The public key as SendGrid's console shows it: base64 DER SubjectPublicKeyInfo."""
+        der = self.key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return base64.b64encode(der).decode()
+
+    def signature(self, body: bytes, timestamp: str) -> str:
+        signed = self.key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        return base64.b64encode(signed).decode()
+
+    def headers(self, body: bytes, *, age: float = 0) -> dict[str, str]:
+        """The signature and timestamp headers of a request sent ``age`` seconds ago."""
+        timestamp = str(int(time.time() - age))
+        return {
+            sendgrid.SIGNATURE_HEADER: self.signature(body, timestamp),
+            sendgrid.TIMESTAMP_HEADER: timestamp,
+        }
+
+
+@pytest.fixture
+def sendgrid_signer(settings: Any) -> SendGridSigner:
+    """A signing key whose verification key is the one configured."""
+    signer = SendGridSigner.generate()
+    settings.NOTIFIER_SENDGRID_WEBHOOK_PUBLIC_KEY = [signer.verification_key]
+    return signer

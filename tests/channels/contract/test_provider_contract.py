@@ -9,6 +9,7 @@ concurrency (one instance, many threads).
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -147,6 +148,36 @@ def test_success_delivers_the_message_as_sent(sandbox: SandboxServer, contract: 
     assert received["to"] == contract.destination
     assert received["body"] == message.body
     RECEIVED_CHECKS[contract.name](received, message)
+
+
+def test_smtp_through_sendgrid_carries_the_delivery_id_as_a_unique_arg(
+    sandbox: SandboxServer,
+) -> None:
+    # given the SMTP provider told that its relay is SendGrid's
+    contract = BY_NAME["smtp"]
+    provider = build(sandbox, contract, SENDGRID_EVENTS=True)
+    message = outbound(contract, correlation_id="4711")
+
+    # when
+    provider.send(message)
+
+    # then the relay received the X-SMTPAPI header SendGrid reads its custom args from
+    [received] = sandbox.messages(provider=contract.name)
+    headers = {key.lower(): value for key, value in received["headers"].items()}
+    assert json.loads(headers["x-smtpapi"]) == {"unique_args": {"notifier_delivery_id": "4711"}}
+    assert headers["x-notifier-delivery-id"] == "4711"
+
+
+def test_smtp_without_sendgrid_events_sends_no_smtpapi_header(sandbox: SandboxServer) -> None:
+    # given
+    contract = BY_NAME["smtp"]
+
+    # when
+    build(sandbox, contract).send(outbound(contract))
+
+    # then
+    [received] = sandbox.messages(provider=contract.name)
+    assert "x-smtpapi" not in {key.lower() for key in received["headers"]}
 
 
 def check_ses(received: dict[str, Any], message: OutboundMessage) -> None:
