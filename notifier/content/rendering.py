@@ -58,6 +58,7 @@ FORBIDDEN_NODES: dict[type[nodes.Node], str] = {
 MAX_LOOP_DEPTH = 2
 # Largest rendered part, in characters.
 MAX_OUTPUT = {"subject": 1_000, "body": 100_000, "html": 1_000_000}
+MIN_REDACTED_LENGTH = 3
 
 
 class TemplateRejected(ValueError):
@@ -124,6 +125,33 @@ def render_message(
         body=_render_part("body", body, variables, html=False),
         html=_render_part("html", html, variables, html=True),
     )
+
+
+def without_values(text: str, variables: Mapping[str, Any]) -> str:
+    """``text`` with every value in ``variables`` (at any depth) replaced by ``…``.
+
+    A render error can quote the caller's data: ``{{ labels[status] }}`` fails with "'dict
+    object' has no attribute '<the value of status>'". Where such an error is stored or
+    logged rather than shown to the caller who sent the values, this keeps the data out
+    (SPEC guarantee 11). Values shorter than ``MIN_REDACTED_LENGTH`` are left alone: they
+    would mangle the message and identify no one.
+    """
+    values = {str(value) for value in _leaves(variables)}
+    for value in sorted(values, key=len, reverse=True):
+        if len(value) >= MIN_REDACTED_LENGTH:
+            text = text.replace(value, "…")
+    return text
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    if isinstance(value, Mapping):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _leaves(item)
+    elif value is not None and not isinstance(value, bool):
+        yield value
 
 
 def _broken_rules(ast: nodes.Template) -> list[str]:
@@ -211,7 +239,7 @@ def _render_part(part: str, source: str, variables: Mapping[str, Any], *, html: 
         raise TemplateRenderError(f"{part}: {exc.message}") from exc
     except TemplateError as exc:
         raise TemplateRenderError(f"{part}: {exc.message or type(exc).__name__}") from exc
-    except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
+    except (TypeError, ValueError, LookupError, ArithmeticError, RecursionError) as exc:
         raise TemplateRenderError(f"{part}: {type(exc).__name__}: {exc}") from exc
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import re
 import time
+import types
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -68,6 +69,13 @@ MAX_LOOP_ITERATIONS = 100_000
 # Wall-clock time per render: the backstop for work the counts above still let through.
 MAX_RENDER_SECONDS = 2.0
 MAX_JSON_INDENT = 8
+# What ``x.split`` (not called) evaluates to: printed, its repr gives away the object's type
+# and memory address, a first step of every sandbox escape. Every value a template prints,
+# joins, formats or passes to a filter or method is sized first, so sizing refuses these.
+_CALLABLE_TYPES = (
+    types.BuiltinMethodType, types.MethodType, types.FunctionType, types.MethodWrapperType,
+    types.MethodDescriptorType, types.WrapperDescriptorType, type,
+)  # fmt: skip
 # One printf conversion: "%%", or "%" with an optional key, flags, width and precision;
 # a "*" width or precision is taken from the arguments.
 _PRINTF_CONVERSION = re.compile(r"%%|%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
@@ -135,7 +143,10 @@ def _size(value: Any, budget: int = MAX_VALUE_LENGTH) -> int:
 
     A shared reference counts every time it appears, because ``str`` and ``join`` write it
     out every time: ``[s, s, s]`` costs nothing to build but three copies of ``s`` to print.
+    Raises ``SecurityError`` for a method or function (see ``_CALLABLE_TYPES``).
     """
+    if isinstance(value, _CALLABLE_TYPES):
+        raise SecurityError("a method may be called, but not printed or passed on")
     if isinstance(value, str):
         return len(value)
     if isinstance(value, int):

@@ -34,7 +34,7 @@ from channels.errors import (
     TransientError,
 )
 from channels.registry import registry
-from notifier.content.rendering import TemplateRenderError, render_message
+from notifier.content.rendering import TemplateRenderError, render_message, without_values
 from notifier.notifications.breakers import breakers
 from notifier.notifications.models import Delivery, DeliveryEvent, DeliveryState
 from notifier.notifications.planning import plan_push_fallback
@@ -274,15 +274,15 @@ def _prepare(delivery: Delivery) -> OutboundMessage | Outcome:
         return Outcome(
             DeliveryState.FAILED, "no published template for this channel", code="template"
         )
+    variables = delivery.notification.template_vars
     try:
         rendered = render_message(
-            subject=version.subject,
-            body=version.body,
-            html=version.html,
-            variables=delivery.notification.template_vars,
+            subject=version.subject, body=version.body, html=version.html, variables=variables
         )
     except TemplateRenderError as exc:
-        return Outcome(DeliveryState.FAILED, f"template render failed: {exc}", code="template")
+        # The reason is stored and shown to support: never the caller's data in it.
+        reason = f"template render failed: {without_values(str(exc), variables)}"
+        return Outcome(DeliveryState.FAILED, reason, code="template")
     return OutboundMessage(
         channel=delivery.channel,
         destination=delivery.destination,

@@ -65,7 +65,9 @@ def start_worker(
     to one file; each is stopped at the end of the test (if a test has not killed it)."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(queues: str = ALL_QUEUES, concurrency: int = 2, **extra_env: str) -> Worker:
+    def start(
+        queues: str = ALL_QUEUES, concurrency: int = 2, loglevel: str = "INFO", **extra_env: str
+    ) -> Worker:
         log = tmp_path / f"worker-{len(started)}.log"
         env = {
             **os.environ,
@@ -82,7 +84,7 @@ def start_worker(
                     sys.executable, "-m", "celery", "-A", "notifier", "worker",
                     "--queues", queues, "--concurrency", str(concurrency), "--pool", "prefork",
                     "--hostname", f"test-{uuid.uuid4().hex[:8]}@%h",
-                    "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+                    "--without-gossip", "--without-mingle", "--loglevel", loglevel,
                 ],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
