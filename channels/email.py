@@ -16,9 +16,14 @@ def normalize_email(address: str) -> str:
 
     The domain is lowercased (it is case-insensitive); the local part keeps its case as
     RFC 5321 allows, but matching (suppressions) compares ``casefold_email`` forms.
+    Characters ``check_header_value`` refuses are refused here too.
     """
-    if any(ch in address for ch in "\r\n\x00"):
-        raise InvalidAddress("email address contains a control character")
+    # The address goes into the To header: refuse what would be refused in any header value,
+    # encoded line breaks included (``ada%0a@example.com`` is a valid address per RFC 5322).
+    try:
+        check_header_value(address, field="email address")
+    except UnsafeHeaderValue as exc:
+        raise InvalidAddress(exc.message) from exc
     try:
         result = validate_email(address, check_deliverability=False)
     except EmailNotValidError as exc:

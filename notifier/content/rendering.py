@@ -154,6 +154,16 @@ def _leaves(value: Any) -> Iterator[Any]:
         yield value
 
 
+def render_subject(source: str, variables: Mapping[str, Any]) -> str:
+    """Render only a subject; raises ``TemplateRenderError`` as ``render_message`` does."""
+    return _render_part("subject", source, variables, html=False)
+
+
+def variables_used(source: str) -> list[str]:
+    """The variables ``source`` reads, sorted: for messages that name them."""
+    return sorted(meta.find_undeclared_variables(environment(html=False).parse(source)))
+
+
 def _broken_rules(ast: nodes.Template) -> list[str]:
     problems = [
         f"{_describe(node)} is not allowed in notification templates"

@@ -10,6 +10,8 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from channels.email import check_header_value
+from channels.errors import UnsafeHeaderValue
 from notifier.content.models import NotificationType, Template, TemplateVersion
 from notifier.content.rendering import (
     RenderedMessage,
@@ -41,6 +43,13 @@ def check_template_content(
         fields["html"].append("a push template has a title (subject) and a body; leave this empty")
     if channel == Channel.EMAIL and not subject.strip():
         fields["subject"].append("an email template needs a subject")
+    if channel == Channel.EMAIL:
+        # The subject is a mail header: what every provider would refuse at send time, each
+        # delivery failing, is refused here, while its author is looking.
+        try:
+            check_header_value(subject, field="the subject (a mail header)")
+        except UnsafeHeaderValue as exc:
+            fields["subject"].append(exc.message)
     if len(set(declared)) != len(declared):
         fields["variables"].append("each variable may be declared once")
     for name in declared:

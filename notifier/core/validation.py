@@ -19,6 +19,9 @@ LOCALE_PATTERN = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
 MAX_JSON_DEPTH = 10
 MAX_LIST_ITEMS = 1000
+# PostgreSQL's jsonb cannot hold U+0000, and an unpaired surrogate has no UTF-8 form: either
+# would fail the insert (a 500) after every other check had passed.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def check_user_id(user_id: str) -> str:
@@ -71,11 +74,11 @@ def check_json_document(value: Any, *, max_bytes: int, name: str) -> Any:
     """
     if not isinstance(value, dict):
         raise serializers.ValidationError("Must be a JSON object.", code="invalid")
+    _check_shape(value, depth=1)
     if len(json.dumps(value, ensure_ascii=False).encode()) > max_bytes:
         raise serializers.ValidationError(
             f"{name} must be at most {max_bytes} bytes as JSON.", code="invalid"
         )
-    _check_shape(value, depth=1)
     return value
 
 
@@ -96,6 +99,7 @@ def _check_shape(value: Any, *, depth: int) -> None:
                 raise serializers.ValidationError(
                     "Keys must not contain control characters.", code="invalid"
                 )
+            _check_string(key)
             _check_shape(item, depth=depth + 1)
     elif isinstance(value, list):
         if len(value) > MAX_LIST_ITEMS:
@@ -104,3 +108,12 @@ def _check_shape(value: Any, *, depth: int) -> None:
             )
         for item in value:
             _check_shape(item, depth=depth + 1)
+    elif isinstance(value, str):
+        _check_string(value)
+
+
+def _check_string(value: str) -> None:
+    if _UNSTORABLE.search(value):
+        raise serializers.ValidationError(
+            "Strings must not contain NUL (\\u0000) or unpaired surrogates.", code="invalid"
+        )

@@ -13,9 +13,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from channels.email import check_header_value
+from channels.errors import UnsafeHeaderValue
 from notifier.content import selectors as content_selectors
-from notifier.content.models import NotificationType
+from notifier.content.models import NotificationType, TemplateVersion
+from notifier.content.rendering import TemplateRenderError, render_subject, variables_used
 from notifier.core.digest import json_digest
+from notifier.core.enums import Channel
 from notifier.core.errors import BusinessRuleViolation, Conflict
 from notifier.notifications import idempotency, relay
 from notifier.notifications.models import (
@@ -182,6 +186,8 @@ def _create_notification(
             extra={"missing": required},
         )
 
+    _check_email_subjects(versions, request.template_vars)
+
     scheduled = scheduled_at is not None and scheduled_at > now
     notification = Notification.objects.create(
         tenant=tenant,
@@ -227,6 +233,31 @@ def _create_notification(
     return notification
 
 
+def _check_email_subjects(
+    versions: Sequence[TemplateVersion], template_vars: Mapping[str, Any]
+) -> None:
+    """Refuse ``template_vars`` that would put a line break into an email subject.
+
+    A subject is a mail header and its values come from the caller. Every provider refuses
+    such a subject at send time, so each email delivery would fail after a 202; rendering
+    the subjects here (compiled templates are cached, output capped at 1,000 characters)
+    tells the caller at once instead.
+    """
+    for version in versions:
+        if version.template.channel != Channel.EMAIL:
+            continue
+        try:
+            subject = render_subject(version.subject, template_vars)
+            check_header_value(subject, field="the rendered subject")
+        except (TemplateRenderError, UnsafeHeaderValue) as exc:
+            used = [name for name in variables_used(version.subject) if name in template_vars]
+            raise BusinessRuleViolation(
+                f"The email subject (locale '{version.template.locale}') cannot be made from "
+                f"template_vars {', '.join(used) or '(none)'}: {exc}.",
+                code="template_render_failed",
+            ) from exc
+
+
 def content_hash(type_key: str, variant: str, template_vars: Mapping[str, Any]) -> str:
     """What "the same content" means for deduplication: type, variant and variables."""
     return json_digest([type_key, variant, template_vars])
@@ -256,7 +287,7 @@ def _check_times(request: SendRequest, now: datetime) -> tuple[datetime | None, 
             )
         if expires_at > horizon + timedelta(days=1):
             raise BusinessRuleViolation(
-                f"expires_at is more than {ahead} days ahead.",
+                f"expires_at is more than {ahead + 1} days ahead.",
                 code="expires_at_too_far",
             )
     return scheduled_at, expires_at

@@ -10,7 +10,6 @@ from rest_framework import serializers
 
 from notifier.core.enums import Channel, Priority
 from notifier.core.serializers import (
-    HeaderSafeCharField,
     JSONObjectField,
     SafeCharField,
     StrictSerializer,
@@ -18,6 +17,7 @@ from notifier.core.serializers import (
     UniqueListField,
 )
 from notifier.core.validation import check_json_document, check_user_id
+from notifier.notifications import idempotency
 from notifier.notifications.models import DeliveryState, NotificationStatus
 
 MAX_TEMPLATE_VARS_BYTES = 65_536
@@ -39,10 +39,11 @@ class AwareDateTimeField(serializers.DateTimeField):
 
 
 class SendNotificationSerializer(StrictSerializer):
-    request_id = HeaderSafeCharField(
+    request_id = SafeCharField(
         max_length=255,
         required=False,
-        help_text="Idempotency key (the Idempotency-Key header works too).",
+        help_text="Idempotency key (the Idempotency-Key header works too): 1 to 255 printable "
+        "ASCII characters, no spaces, no encoded line breaks.",
     )
     user_ids = UniqueListField(
         child=SafeCharField(max_length=255),
@@ -74,9 +75,20 @@ class SendNotificationSerializer(StrictSerializer):
         required=False, default=dict, help_text="Your own data, returned as given (≤ 4 KB)."
     )
 
+    def validate_request_id(self, value: str) -> str:
+        try:
+            return idempotency.validate_key(value)
+        except idempotency.InvalidIdempotencyKey as exc:
+            raise serializers.ValidationError(f"Invalid idempotency key: {exc}.") from exc
+
     def validate_user_ids(self, value: list[str]) -> list[str]:
-        for user_id in value:
-            check_user_id(user_id)
+        for position, user_id in enumerate(value):
+            try:
+                check_user_id(user_id)
+            except serializers.ValidationError as exc:
+                # Keyed by position, as DRF reports its own item errors: "999: ..." says which
+                # of a thousand ids to fix.
+                raise serializers.ValidationError({str(position): exc.detail}) from exc
         return value
 
     def validate_template_vars(self, value: Any) -> Any:

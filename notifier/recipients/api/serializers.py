@@ -25,6 +25,7 @@ from notifier.recipients.models import Platform, SuppressionReason
 from notifier.recipients.services import suppression_key
 
 MAX_ATTRIBUTES_BYTES = 16_384
+TYPE_KEY_PATTERN = re.compile(r"[-a-zA-Z0-9_]{1,100}")
 
 
 def _address(normalize: Any, value: str) -> str:
@@ -138,6 +139,17 @@ class PreferencesSerializer(StrictSerializer):
         child=ChannelSwitchesSerializer(), required=False, help_text="Per type key"
     )
     language = SafeCharField(max_length=35, required=False, help_text="BCP 47, e.g. fr")
+
+    def validate_notification_types(self, value: dict[str, Any]) -> dict[str, Any]:
+        # Keys are looked up as type keys; one with NUL in it would fail that query (a 500).
+        for key in value:
+            if not TYPE_KEY_PATTERN.fullmatch(key):
+                raise serializers.ValidationError(
+                    f"{key[:100]!r} is not a notification type key (a slug of letters, digits, "
+                    "_ and -, at most 100 characters).",
+                    code="invalid",
+                )
+        return value
 
     def validate_language(self, value: str) -> str:
         return check_locale(value)
