@@ -68,7 +68,8 @@ def check_locale(tag: str) -> str:
 
 def check_json_document(value: Any, *, max_bytes: int, name: str) -> Any:
     """Bound a caller-supplied JSON object: its size, nesting depth and list lengths, and
-    refuse what PostgreSQL cannot store (NUL characters).
+    refuse what PostgreSQL cannot store (NUL characters, unpaired surrogates): its INSERT would
+    fail with a 500 whose message quotes the document, the caller's data, into the logs.
 
     Template variables feed loops in templates, so their lists are capped as well.
     """
@@ -86,12 +87,6 @@ def _check_shape(value: Any, *, depth: int) -> None:
     if depth > MAX_JSON_DEPTH:
         raise serializers.ValidationError(
             f"Must not be nested more than {MAX_JSON_DEPTH} levels deep.", code="invalid"
-        )
-    if isinstance(value, str) and "\x00" in value:
-        # PostgreSQL's jsonb cannot store U+0000: the INSERT would fail with a 500 whose
-        # message quotes the document, the caller's data, into the logs.
-        raise serializers.ValidationError(
-            "Strings must not contain the NUL character (\\u0000).", code="invalid"
         )
     if isinstance(value, dict):
         for key, item in value.items():
