@@ -40,6 +40,13 @@ class SandboxContext:
 CONTEXT = web.AppKey("sandbox_context", SandboxContext)
 
 
+def with_retry_after(response: web.Response, retry_after: int | None) -> web.Response:
+    """``response`` with a ``Retry-After`` header when the fault gives one (429s)."""
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 class Answer(Exception):
     """Stop handling a request and send ``response``; caught by :func:`answer_middleware`."""
 

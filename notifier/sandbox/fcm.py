@@ -21,7 +21,7 @@ import jwt
 from aiohttp import web
 
 from notifier.sandbox import markers
-from notifier.sandbox.context import CONTEXT, Answer, apply_fault, hang_if_told
+from notifier.sandbox.context import CONTEXT, Answer, apply_fault, hang_if_told, with_retry_after
 from notifier.sandbox.credentials import SandboxCredentials
 from notifier.sandbox.store import SandboxMessage
 
@@ -55,10 +55,7 @@ def status_error(status: int, retry_after: int | None) -> web.Response:
     grpc_status, error_code, message = _STATUS_ERRORS.get(
         status, ("UNKNOWN", "UNSPECIFIED_ERROR", "Unknown error.")
     )
-    response = error(status, grpc_status, message, error_code=error_code)
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(retry_after)
-    return response
+    return with_retry_after(error(status, grpc_status, message, error_code=error_code), retry_after)
 
 
 def issue_access_token(credentials: SandboxCredentials, *, now: float | None = None) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from notifier.sandbox import markers, sigv4
-from notifier.sandbox.context import CONTEXT, Answer, apply_fault, hang_if_told
+from notifier.sandbox.context import CONTEXT, Answer, apply_fault, hang_if_told, with_retry_after
 from notifier.sandbox.mime import parse_email
 from notifier.sandbox.store import SandboxMessage
 
@@ -39,34 +39,29 @@ def error(status: int, code: str, message: str) -> web.Response:
 
 def status_error(status: int, retry_after: int | None) -> web.Response:
     code, message = _STATUS_ERRORS.get(status, ("BadRequestException", "Bad request."))
-    response = error(status, code, message)
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(retry_after)
-    return response
+    return with_retry_after(error(status, code, message), retry_after)
+
+
+_SIGNATURE_ERRORS = {
+    sigv4.SignatureProblem.MISSING: (
+        "MissingAuthenticationTokenException",
+        "Missing Authentication Token",
+    ),
+    sigv4.SignatureProblem.UNKNOWN_KEY: (
+        "UnrecognizedClientException",
+        "The security token included in the request is invalid.",
+    ),
+    sigv4.SignatureProblem.MISMATCH: (
+        "InvalidSignatureException",
+        "The request signature we calculated does not match the signature you provided.",
+    ),
+}
 
 
 def _authenticate(request: web.Request, body: bytes) -> None:
     problem = sigv4.check_request(request, body, request.app[CONTEXT].credentials)
-    if problem is sigv4.SignatureProblem.MISSING:
-        raise Answer(
-            error(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
-        )
-    if problem is sigv4.SignatureProblem.UNKNOWN_KEY:
-        raise Answer(
-            error(
-                403,
-                "UnrecognizedClientException",
-                "The security token included in the request is invalid.",
-            )
-        )
-    if problem is sigv4.SignatureProblem.MISMATCH:
-        raise Answer(
-            error(
-                403,
-                "InvalidSignatureException",
-                "The request signature we calculated does not match the signature you provided.",
-            )
-        )
+    if problem is not None:
+        raise Answer(error(403, *_SIGNATURE_ERRORS[problem]))
 
 
 async def send_email(request: web.Request) -> web.Response:

@@ -15,7 +15,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from notifier.sandbox import markers, sigv4
-from notifier.sandbox.context import CONTEXT, Answer, apply_fault, hang_if_told
+from notifier.sandbox.context import CONTEXT, Answer, apply_fault, hang_if_told, with_retry_after
 from notifier.sandbox.store import SandboxMessage
 
 PROVIDER = "sns"
@@ -44,34 +44,29 @@ def status_error(status: int, retry_after: int | None) -> web.Response:
     http_status, fault_type, code, message = _STATUS_ERRORS.get(
         status, (status, "Sender", "InvalidParameter", "Bad request.")
     )
-    response = error(http_status, code, message, fault_type=fault_type)
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(retry_after)
-    return response
+    return with_retry_after(error(http_status, code, message, fault_type=fault_type), retry_after)
+
+
+_SIGNATURE_ERRORS = {
+    sigv4.SignatureProblem.MISSING: (
+        "MissingAuthenticationToken",
+        "Request is missing Authentication Token",
+    ),
+    sigv4.SignatureProblem.UNKNOWN_KEY: (
+        "InvalidClientTokenId",
+        "The security token included in the request is invalid.",
+    ),
+    sigv4.SignatureProblem.MISMATCH: (
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided.",
+    ),
+}
 
 
 def _authenticate(request: web.Request, body: bytes) -> None:
     problem = sigv4.check_request(request, body, request.app[CONTEXT].credentials)
-    if problem is sigv4.SignatureProblem.MISSING:
-        raise Answer(
-            error(403, "MissingAuthenticationToken", "Request is missing Authentication Token")
-        )
-    if problem is sigv4.SignatureProblem.UNKNOWN_KEY:
-        raise Answer(
-            error(
-                403,
-                "InvalidClientTokenId",
-                "The security token included in the request is invalid.",
-            )
-        )
-    if problem is sigv4.SignatureProblem.MISMATCH:
-        raise Answer(
-            error(
-                403,
-                "SignatureDoesNotMatch",
-                "The request signature we calculated does not match the signature you provided.",
-            )
-        )
+    if problem is not None:
+        raise Answer(error(403, *_SIGNATURE_ERRORS[problem]))
 
 
 async def publish(request: web.Request) -> web.Response:

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from notifier.sandbox import markers
-from notifier.sandbox.context import CONTEXT, Answer, apply_fault, hang_if_told
+from notifier.sandbox.context import CONTEXT, Answer, apply_fault, hang_if_told, with_retry_after
 from notifier.sandbox.store import SandboxMessage
 
 PROVIDER = "twilio"
@@ -50,10 +50,7 @@ def error(status: int, code: int, message: str) -> web.Response:
 
 def status_error(status: int, retry_after: int | None) -> web.Response:
     code, message = _STATUS_ERRORS.get(status, (20001, "Bad request"))
-    response = error(status, code, message)
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(retry_after)
-    return response
+    return with_retry_after(error(status, code, message), retry_after)
 
 
 def _authenticate(request: web.Request) -> None:
