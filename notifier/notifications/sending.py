@@ -145,6 +145,7 @@ _DISPATCH_SQL = """
 UPDATE notifications_delivery AS d SET dispatched_at = %(now)s
 FROM unnest(%(ids)s::bigint[], %(fences)s::integer[]) AS c(id, fence)
 WHERE d.id = c.id AND d.fence = c.fence AND d.state = 'sending'
+RETURNING d.id
 """
 
 
@@ -177,9 +178,16 @@ def send_deliveries(*, delivery_ids: Sequence[int], resend: bool = False) -> dic
     prepared = {pk: _prepare(deliveries[pk]) for pk in claimed}
     outcomes = {pk: item for pk, item in prepared.items() if isinstance(item, Outcome)}
     messages = {pk: item for pk, item in prepared.items() if isinstance(item, OutboundMessage)}
-    _dispatch({pk: claimed[pk] for pk in messages})
-    outcomes |= _call_providers(messages, deliveries)
-    return _record(deliveries, claimed, outcomes)
+    dispatched = _dispatch({pk: claimed[pk] for pk in messages})
+    # A row not marked lost its claim meanwhile (this worker was paused past the lease, and
+    # the sweep or another worker has it now): it is not this worker's to send or record.
+    lapsed = messages.keys() - dispatched
+    if lapsed:
+        logger.info("deliveries %s: claim lapsed before dispatch, not sent", sorted(lapsed))
+    outcomes |= _call_providers({pk: messages[pk] for pk in dispatched}, deliveries)
+    return _record(
+        deliveries, {pk: fence for pk, fence in claimed.items() if pk not in lapsed}, outcomes
+    )
 
 
 def _call_providers(
@@ -197,16 +205,18 @@ def _call_providers(
         return {pk: future.result() for pk, future in futures.items()}
 
 
-def _dispatch(fences: dict[int, int]) -> None:
-    """Mark the batch's rows dispatched, committed before the first provider call."""
+def _dispatch(fences: dict[int, int]) -> set[int]:
+    """Mark the batch's rows dispatched, committed before the first provider call; returns
+    the rows marked: those whose claim (fence) still holds."""
     if not fences:
-        return
+        return set()
     ids = list(fences)
     with connection.cursor() as cursor:
         cursor.execute(
             _DISPATCH_SQL,
             {"ids": ids, "fences": [fences[pk] for pk in ids], "now": timezone.now()},
         )
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _claim(ids: list[int], now: datetime, *, resend: bool = False) -> dict[int, int]:
