@@ -8,7 +8,9 @@ refusal that left a row behind, or changed one, fails here even when its status 
 Strings that can end up in a mail or provider header get their own tables: an email
 template's subject, the values ``template_vars`` put into it, the user's email address, the
 phone number and the idempotency key. Each is tried with every kind of line break: raw,
-Unicode separators, NUL and the encoded forms some later layer might decode.
+Unicode separators, NUL and the encoded forms some later layer might decode (only the raw
+ones for the idempotency key and push tokens: opaque, never decoded, so ``%0A`` in them is
+three characters).
 """
 
 from __future__ import annotations
@@ -779,7 +781,7 @@ class TestHeaderInjection:
         assert_invalid_field(response, "phone")
         assert database_state() == before
 
-    @pytest.mark.parametrize("line_break", LINE_BREAKS.values(), ids=LINE_BREAKS.keys())
+    @pytest.mark.parametrize("line_break", RAW_LINE_BREAKS.values(), ids=RAW_LINE_BREAKS.keys())
     def test_an_idempotency_key_with_a_line_break_is_refused_in_the_body(
         self, client: APIClient, world: dict[str, Any], line_break: str
     ) -> None:
@@ -793,7 +795,7 @@ class TestHeaderInjection:
         assert_invalid_field(response, "request_id")
         assert database_state() == before
 
-    @pytest.mark.parametrize("line_break", LINE_BREAKS.values(), ids=LINE_BREAKS.keys())
+    @pytest.mark.parametrize("line_break", RAW_LINE_BREAKS.values(), ids=RAW_LINE_BREAKS.keys())
     def test_an_idempotency_key_with_a_line_break_is_refused_in_the_header(
         self, client: APIClient, world: dict[str, Any], line_break: str
     ) -> None:

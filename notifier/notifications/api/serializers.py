@@ -43,7 +43,7 @@ class SendNotificationSerializer(StrictSerializer):
         max_length=255,
         required=False,
         help_text="Idempotency key (the Idempotency-Key header works too): 1 to 255 printable "
-        "ASCII characters, no spaces, no encoded line breaks.",
+        "ASCII characters, no spaces.",
     )
     user_ids = UniqueListField(
         child=SafeCharField(max_length=255),
