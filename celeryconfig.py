@@ -38,6 +38,14 @@ task_acks_on_failure = False
 # Provider calls are slow and uneven; prefetching more than one message would let a slow
 # task hold messages another worker could be sending.
 worker_prefetch_multiplier = 1
+# A task that hangs (a lock never released, a call without a timeout) has its pool process
+# killed after this many seconds; its message is requeued (reject on worker lost), and one that
+# hangs every time dead-letters at the queue's delivery limit, as any crash loop does. Far
+# above any honest task: a delivery batch is bounded by its provider calls' timeouts.
+task_time_limit = env.int("CELERY_TASK_TIME_LIMIT", default=300)
+task_acks_on_timeout = False  # Celery's default acks it: the message would be gone
+# Undecodable messages dead-letter instead of being acked away (see notifier/consumer.py).
+worker_consumer = "notifier.consumer:Consumer"
 
 # Topic exchanges: Celery's native delayed delivery does not work with direct exchanges.
 NOTIFY_EXCHANGE = Exchange("notify", type="topic", durable=True)

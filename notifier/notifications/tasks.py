@@ -28,9 +28,9 @@ RETRY_DURING_DATABASE_OUTAGE: dict[str, Any] = {
     "retry_jitter": True,
     "max_retries": MAX_OUTAGE_RETRIES,
 }
-# Beat runs its sweeps again at the next tick: a failed tick is logged, and its message acked
-# rather than dead-lettered.
-SWEEP: dict[str, Any] = {"acks_on_failure": True}
+# Beat runs its sweeps again at the next tick: a failed or timed-out tick is logged, and its
+# message acked rather than dead-lettered or requeued.
+SWEEP: dict[str, Any] = {"acks_on_failure": True, "acks_on_timeout": True}
 
 
 @shared_task(name="notify.plan.notification", **RETRY_DURING_DATABASE_OUTAGE)

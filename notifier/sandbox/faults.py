@@ -25,6 +25,7 @@ sent twice) or ``out_of_order`` (in reverse: ``delivered`` before ``sent``).
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -133,6 +134,7 @@ class FaultBoard:
 
     def __init__(self) -> None:
         self._faults: dict[str, Fault] = {}
+        self._seen: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def set(self, provider: str, fault: Fault) -> None:
@@ -162,7 +164,14 @@ class FaultBoard:
     def take(self, provider: str) -> Fault | None:
         """The fault for this request, counting it against ``times``."""
         with self._lock:
+            self._seen[provider] += 1
             return self._take_locked(provider)
+
+    def requests_seen(self, provider: str) -> int:
+        """Requests (SMTP: connections) that reached ``provider``, faulted or not: what a test
+        counts to bound the calls made to a provider that is failing."""
+        with self._lock:
+            return self._seen[provider]
 
     def down(self) -> frozenset[str]:
         """The providers that are down now."""
@@ -175,6 +184,7 @@ class FaultBoard:
             fault = self._faults.get(provider)
             if fault is None or not fault.down:
                 return False
+            self._seen[provider] += 1
             self._take_locked(provider)
             return True
 

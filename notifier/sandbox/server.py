@@ -318,6 +318,11 @@ class SandboxServer:
         self.context.faults.set(provider, Fault.from_spec(fault))
         self._apply_faults_now()
 
+    def requests_seen(self, provider: str) -> int:
+        """Requests that reached ``provider`` so far, answered with a fault or not (a ``down``
+        HTTP provider's refused connections never reach it)."""
+        return self.context.faults.requests_seen(provider)
+
     def clear_faults(self, provider: str | None = None) -> None:
         self.context.faults.clear(provider)
         self._apply_faults_now()

@@ -68,16 +68,25 @@ class Report:
         return self.duplicates - self.attributable
 
     def table(self) -> str:
-        columns = (
-            "scenario", "accepted", "delivered", "lost", "pending", "in_doubt", "duplicates",
-            "attributable", "unknown", "expired", "dead_lettered", "drain_seconds",
-        )  # fmt: skip
-        values = [str(getattr(self, name)) for name in columns]
-        values[-1] = f"{self.drain_seconds:.1f}"
-        widths = [max(len(c), len(v)) for c, v in zip(columns, values, strict=True)]
-        line = " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
-        row = " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True))
-        return f"{line}\n{'-' * len(line)}\n{row}"
+        return table([self])
+
+
+COLUMNS = (
+    "scenario", "accepted", "delivered", "lost", "pending", "in_doubt", "duplicates",
+    "attributable", "unknown", "expired", "dead_lettered", "drain_seconds",
+)  # fmt: skip
+
+
+def table(reports: Iterable[Report]) -> str:
+    """The reports as one aligned text table, a row each."""
+    rows = [
+        [*(str(getattr(report, name)) for name in COLUMNS[:-1]), f"{report.drain_seconds:.1f}"]
+        for report in reports
+    ]
+    widths = [max(len(cell) for cell in column) for column in zip(COLUMNS, *rows, strict=True)]
+    lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    header = " | ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True))
+    return "\n".join([header, "-" * len(header), *lines])
 
 
 def unsettled(notification_ids: Iterable[str]) -> int:
@@ -143,10 +152,14 @@ def stack_rows(stack: Stack, accepted: list[str]) -> tuple[dict[str, Row], set[i
 
 
 def stack_unsettled(stack: Stack, accepted: list[str]) -> int:
-    """Accepted notifications whose email delivery is not planned yet or still on its way."""
+    """Accepted notifications whose email delivery is not planned yet or still on its way,
+    counting a critical one of unknown outcome as on its way until its one resend."""
     (settled,) = stack.query(
-        "SELECT count(*) FROM notifications_delivery WHERE channel = 'email'"
-        " AND notification_id::text = ANY(%s) AND NOT state = ANY(%s)",
+        "SELECT count(*) FROM notifications_delivery d"
+        " JOIN notifications_notification n ON n.id = d.notification_id"
+        " WHERE d.channel = 'email' AND d.notification_id::text = ANY(%s)"
+        " AND NOT d.state = ANY(%s)"
+        " AND NOT (d.state = 'unknown' AND n.priority = 'critical' AND d.unknown_resends = 0)",
         (accepted, sorted(IN_FLIGHT)),
     )[0]
     return len(accepted) - int(settled)

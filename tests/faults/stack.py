@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +37,14 @@ ROOT = Path(__file__).resolve().parents[2]
 DATABASE = "notifier"
 PLANNING_QUEUES = ",".join(q.name for q in celeryconfig.task_queues if "planning" in q.name)
 SENDING_QUEUES = ",".join(q.name for q in celeryconfig.task_queues if "planning" not in q.name)
-NOTIFICATION_TYPE = "order_shipped"  # from load_demo: transactional, email among its channels
+PROVIDER_TIMEOUT = 3.0
+LEASE = 5
+"""A provider call times out after 3 s; a claim's lease (5 s) outlasts it, as in production."""
+# Types from load_demo (email among their channels), and the variables each template needs.
+TEMPLATE_VARS: dict[str, Callable[[str], dict[str, str]]] = {
+    "order_shipped": lambda key: {"order_id": key, "carrier": "UPS", "eta": "Tuesday"},  # high
+    "security_alert": lambda key: {"event": f"Sign-in {key}", "location": "Paris"},  # critical
+}
 
 
 class Process:
@@ -94,6 +101,7 @@ class Stack:
     env_overrides: dict[str, str] = field(default_factory=dict)
     senders: int = 1
     sender_concurrency: int = 2
+    planner_concurrency: int = 1
     postgres: PrivatePostgres = field(init=False)
     rabbitmq: PrivateRabbitMQ = field(init=False)
     redis: PrivateRedis = field(init=False)
@@ -141,7 +149,9 @@ class Stack:
              "--workers", "2", "--threads", "4", "--graceful-timeout", "5"],
         )  # fmt: skip
         self.spawn("relay", [python, "manage.py", "relay_outbox"])
-        self.spawn("planner", self.celery_worker("planner", PLANNING_QUEUES, 1))
+        self.spawn(
+            "planner", self.celery_worker("planner", PLANNING_QUEUES, self.planner_concurrency)
+        )
         for n in range(self.senders):
             self.spawn(
                 f"sender-{n}",
@@ -175,9 +185,9 @@ class Stack:
             "CELERY_BROKER_URL": self.rabbitmq.url,
             "REDIS_URL": self.redis.url,
             "NOTIFIER_PROVIDERS_JSON": json.dumps(
-                providers_from_connection(self.sandbox.connection, timeout=5.0)
+                providers_from_connection(self.sandbox.connection, timeout=PROVIDER_TIMEOUT)
             ),
-            "NOTIFIER_DELIVERY_LEASE": "5",
+            "NOTIFIER_DELIVERY_LEASE": str(LEASE),
             "NOTIFIER_RETRY_BASE": "0.2",
             "NOTIFIER_RETRY_CAP": "5",
             "PYTHONUNBUFFERED": "1",
@@ -245,8 +255,8 @@ class Stack:
             return 0
 
     def provider_acceptances(self) -> Counter[str]:
-        """Messages the sandbox's SES accepted, per destination address."""
-        return Counter(message["to"] for message in self.sandbox.messages(provider="ses"))
+        """Email messages the sandbox accepted (SES, or SMTP after a failover), per address."""
+        return Counter(message["to"] for message in self.sandbox.messages(channel="email"))
 
 
 @dataclass
@@ -262,12 +272,25 @@ class Outcome:
 class LoadClient:
     """Clients sending one email notification per user through the API, each retrying with the
     same Idempotency-Key on 5xx or no answer (as SPEC tells clients to) until ``give_up_after``
-    seconds. The client ledger is every 202's ``notification_id``."""
+    seconds. The client ledger is every 202's ``notification_id``.
 
-    def __init__(self, stack: Stack, *, clients: int = 8, give_up_after: float = 120) -> None:
+    ``notification_type`` is one of :data:`TEMPLATE_VARS`; ``extra`` adds fields to each request
+    as it is sent (e.g. an ``expires_at`` relative to that moment)."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        *,
+        clients: int = 8,
+        give_up_after: float = 120,
+        notification_type: str = "order_shipped",
+        extra: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.stack = stack
         self.clients = clients
         self.give_up_after = give_up_after
+        self.notification_type = notification_type
+        self.extra = extra or dict
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -278,7 +301,9 @@ class LoadClient:
             self._local.session = session
         return session
 
-    def create_users(self, count: int) -> list[str]:
+    def create_users(self, count: int, *, first: int = 0) -> list[str]:
+        """Users ``u{first}`` ... through the API, each with an address of their own."""
+
         def put(i: int) -> str:
             user_id = f"u{i}"
             response = self._session().put(
@@ -290,15 +315,16 @@ class LoadClient:
             return user_id
 
         with ThreadPoolExecutor(self.clients) as pool:
-            return list(pool.map(put, range(count)))
+            return list(pool.map(put, range(first, first + count)))
 
     def send(self, user_id: str, *, key: str, deadline: float) -> Outcome:
         outcome = Outcome(key=key)
         body: dict[str, Any] = {
             "user_ids": [user_id],
-            "notification_type": NOTIFICATION_TYPE,
+            "notification_type": self.notification_type,
             "channels": ["email"],
-            "template_vars": {"order_id": key, "carrier": "UPS", "eta": "Tuesday"},
+            "template_vars": TEMPLATE_VARS[self.notification_type](key),
+            **self.extra(),
         }
         delay = 0.1
         while True:

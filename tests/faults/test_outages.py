@@ -12,86 +12,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
-from concurrent.futures import Future
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.faults.ledger import Report, reconcile_rows, stack_rows, stack_unsettled
-from tests.faults.stack import SENDING_QUEUES, LoadClient, Outcome, Stack
-
-
-@pytest.fixture
-def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
-    options = getattr(request, "param", {})
-    with Stack(tmp_path / "stack", **options) as running:
-        yield running
-
-
-def drain(stack: Stack, accepted: list[str], *, timeout: float) -> float:
-    """Wait (beat and the relay run in the stack) until every accepted notification's delivery
-    has settled or ``timeout`` passes; returns the seconds waited."""
-    started = time.monotonic()
-    while stack_unsettled(stack, accepted) and time.monotonic() - started < timeout:
-        time.sleep(0.5)
-    return time.monotonic() - started
-
-
-def ledger(stack: Stack, scenario: str, outcomes: list[Outcome], *, drain_for: float) -> Report:
-    accepted = [outcome.notification_id for outcome in outcomes if outcome.notification_id]
-    started = time.monotonic()
-    drain(stack, accepted, timeout=drain_for)
-    deliveries, resent = stack_rows(stack, accepted)
-    report = reconcile_rows(
-        scenario=scenario,
-        accepted=accepted,
-        deliveries=deliveries,
-        resent=resent,
-        provider_acceptances=stack.provider_acceptances(),
-        dead_lettered=stack.dead_lettered(),
-        drain_seconds=time.monotonic() - started,
-    )
-    print("\n" + report.table())
-    return report
-
-
-def wait_for_sends(stack: Stack, count: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while len(stack.sandbox.messages(provider="ses")) < count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"fewer than {count} sends within {timeout} s")
-        time.sleep(0.1)
-
-
-def start_sending(
-    stack: Stack, sends: int, run: str, *, latency_ms: int = 50, wait_for: int | None = None
-) -> Future[list[Outcome]]:
-    """Clients sending to ``sends`` new users through the API, with the sandbox's SES taking
-    ``latency_ms`` a call; returns once ``wait_for`` sends (default a tenth) reached it."""
-    stack.sandbox.set_fault("ses", latency_ms=latency_ms)
-    client = LoadClient(stack)
-    running = client.start(client.create_users(sends), run=run)
-    wait_for_sends(stack, sends // 10 if wait_for is None else wait_for)
-    return running
-
-
-def assert_each_delivered_once(
-    stack: Stack, scenario: str, outcomes: list[Outcome], sends: int, *, in_doubt_ok: bool = False
-) -> Report:
-    """Reconcile after the drain (its limit grows with the load); pass: every send accepted,
-    nothing lost or pending, no unattributable duplicate, and each delivered (or, where the
-    unknown-outcome policy allows, in doubt)."""
-    report = ledger(stack, scenario, outcomes, drain_for=120 + 0.3 * sends)
-    assert report.accepted == sends, report.table()
-    assert report.lost == 0, report.table()
-    assert report.pending == 0, report.table()
-    assert report.unattributable == 0, report.table()
-    delivered = report.delivered + (report.in_doubt if in_doubt_ok else 0)
-    assert delivered == sends, report.table()
-    return report
-
+from tests.faults.scenarios import assert_each_delivered_once, start_sending, wait_for_sends
+from tests.faults.stack import SENDING_QUEUES, Stack
 
 # -- the broker killed under load, down for a while, restarted -----------------------------------
 
@@ -237,6 +163,41 @@ def test_api_workers_killed_during_ingest_accept_each_key_once(
     ((notifications,),) = stack.query("SELECT count(*) FROM notifications_notification")
     assert notifications == sends
     assert_each_delivered_once(stack, "API worker SIGKILL", outcomes, sends)
+
+
+# -- sending workers stopped (SIGTERM) and killed (SIGKILL) again and again ---------------------
+
+
+@pytest.mark.parametrize(
+    ("sends", "stops"),
+    [
+        pytest.param(200, 4, id="short"),
+        pytest.param(3000, 20, id="long", marks=pytest.mark.faults),
+    ],
+)
+def test_sending_workers_stopped_and_killed_again_and_again_lose_nothing(
+    stack: Stack, sends: int, stops: int
+) -> None:
+    # given sends in flight at 100 ms a call
+    running = start_sending(stack, sends, "term", latency_ms=100, wait_for=0)
+    sender = stack.processes["sender-0"]
+
+    # when the sending worker is stopped, in turn, as a deployment does (SIGTERM to the master:
+    # a warm shutdown) and as a crash does (SIGKILL to master and pool), and started again
+    for n in range(stops):
+        wait_for_sends(stack, (n + 1) * sends // (stops + 2))
+        assert sender.popen is not None
+        if n % 2 == 0:
+            os.kill(sender.popen.pid, signal.SIGTERM)
+        else:
+            sender.signal(signal.SIGKILL)
+        sender.popen.wait(timeout=60)
+        sender.start()
+    outcomes = running.result(timeout=600)
+
+    # then every notification was delivered once, or is in doubt (a SIGKILL between marking a
+    # send dispatched and the request leaving) and never resent
+    assert_each_delivered_once(stack, "worker SIGTERM / SIGKILL", outcomes, sends, in_doubt_ok=True)
 
 
 # -- a sending worker paused past its lease, then resumed -----------------------------------------

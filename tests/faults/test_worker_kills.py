@@ -36,6 +36,7 @@ from notifier.tenancy.models import Tenant
 from tests.brokers import PrivateRabbitMQ, PrivateRedis
 from tests.factories import client_for
 from tests.faults.ledger import Report, reconcile, unsettled
+from tests.faults.scenarios import REPORTS
 from tests.pipeline.conftest import Worker, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -159,6 +160,7 @@ def run(
         drain_seconds=drained,
     )
     print("\n" + report.table())
+    REPORTS.append(report)
     return report
 
 

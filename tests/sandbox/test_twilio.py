@@ -99,6 +99,7 @@ def test_status_fault_applies_times_then_clears(sandbox):
     # given
     sandbox.set_fault("twilio", status=503, times=2)
     client = twilio_client(sandbox)
+    seen = sandbox.requests_seen("twilio"), sandbox.requests_seen("ses")
 
     # when
     statuses = []
@@ -112,6 +113,8 @@ def test_status_fault_applies_times_then_clears(sandbox):
     # then
     assert statuses == [503, 503, 201]
     assert len(sandbox.messages(provider="twilio")) == 1
+    # and every request that reached the stand-in is counted, faulted or not
+    assert (sandbox.requests_seen("twilio"), sandbox.requests_seen("ses")) == (seen[0] + 3, seen[1])
 
 
 def test_rate_limit_fault_is_429_with_retry_after(sandbox):
