@@ -102,6 +102,8 @@ class Stack:
     senders: int = 1
     sender_concurrency: int = 2
     planner_concurrency: int = 1
+    without: frozenset[str] = frozenset()
+    """Processes not to start (``relay``, ``beat``): negative controls take a protection away."""
     postgres: PrivatePostgres = field(init=False)
     rabbitmq: PrivateRabbitMQ = field(init=False)
     redis: PrivateRedis = field(init=False)
@@ -148,7 +150,8 @@ class Stack:
             [python, "-m", "gunicorn", "notifier.wsgi", "--bind", f"127.0.0.1:{self.web_port}",
              "--workers", "2", "--threads", "4", "--graceful-timeout", "5"],
         )  # fmt: skip
-        self.spawn("relay", [python, "manage.py", "relay_outbox"])
+        if "relay" not in self.without:
+            self.spawn("relay", [python, "manage.py", "relay_outbox"])
         self.spawn(
             "planner", self.celery_worker("planner", PLANNING_QUEUES, self.planner_concurrency)
         )
@@ -157,11 +160,12 @@ class Stack:
                 f"sender-{n}",
                 self.celery_worker(f"sender{n}", SENDING_QUEUES, self.sender_concurrency),
             )
-        self.spawn(
-            "beat",
-            [python, "-m", "celery", "-A", "notifier", "beat", "--loglevel", "INFO",
-             "--schedule", str(self.base / "beat-schedule")],
-        )  # fmt: skip
+        if "beat" not in self.without:
+            self.spawn(
+                "beat",
+                [python, "-m", "celery", "-A", "notifier", "beat", "--loglevel", "INFO",
+                 "--schedule", str(self.base / "beat-schedule")],
+            )  # fmt: skip
         self.wait_until_up()
 
     def celery_worker(self, name: str, queues: str, concurrency: int) -> list[str]:

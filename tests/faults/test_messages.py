@@ -107,7 +107,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 @pytest.mark.parametrize(
     "sends",
-    [pytest.param(200, id="short"), pytest.param(2000, id="long", marks=pytest.mark.faults)],
+    [pytest.param(100, id="short"), pytest.param(2000, id="long", marks=pytest.mark.faults)],
 )
 def test_poison_messages_are_dead_lettered_with_their_reason_and_the_rest_flows(
     stack: Stack, sends: int
@@ -234,5 +234,5 @@ def test_nothing_is_sent_after_it_expires_whatever_stage_holds_it(stack: Stack) 
     users = {o.key.split("-", 1)[1] for outcomes in stages.values() for o in outcomes}
     assert {f"{user}@example.com" for user in users} & addresses == set()
     # and notifications without an expiry, sent next, are delivered
-    after = start_sending(stack, 100, "after", first=next(USERS), wait_for=0)
-    assert_each_delivered_once(stack, "expiry at each stage", after.result(timeout=600), 100)
+    after = start_sending(stack, 50, "after", first=next(USERS), wait_for=0)
+    assert_each_delivered_once(stack, "expiry at each stage", after.result(timeout=600), 50)

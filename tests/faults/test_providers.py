@@ -60,7 +60,7 @@ def clean_sandbox(stack: Stack) -> None:
 @pytest.mark.parametrize(
     ("sends", "hangs"),
     [
-        pytest.param(100, 5, id="short"),
+        pytest.param(60, 4, id="short"),
         pytest.param(1000, 40, id="long", marks=pytest.mark.faults),
     ],
 )
@@ -118,7 +118,7 @@ def provider_outage(stack: Stack, sends: int, outage: float) -> tuple[list[Outco
 @pytest.mark.parametrize(
     ("sends", "outage"),
     [
-        pytest.param(300, 6.0, id="short"),
+        pytest.param(200, 5.0, id="short"),
         pytest.param(2000, 60.0, id="long", marks=pytest.mark.faults),
     ],
 )
