@@ -21,13 +21,17 @@ from notifier.notifications import planning, relay, sending, services, sweeps
 # to a minute, instead of dead-lettering. Past MAX_OUTAGE_RETRIES (about an hour) it does
 # dead-letter, where it can be replayed. Every other exception still dead-letters at once.
 MAX_OUTAGE_RETRIES = 60
-RETRY_DURING_DATABASE_OUTAGE: dict[str, Any] = {
-    "autoretry_for": (OperationalError, InterfaceError),
-    "retry_backoff": 1,
-    "retry_backoff_max": 60,
-    "retry_jitter": True,
-    "max_retries": MAX_OUTAGE_RETRIES,
-}
+RETRY_DURING_DATABASE_OUTAGE: dict[str, Any] = (
+    {}
+    if settings.NOTIFIER_UNSAFE_NO_OUTAGE_RETRY  # the fault harness's negative control only
+    else {
+        "autoretry_for": (OperationalError, InterfaceError),
+        "retry_backoff": 1,
+        "retry_backoff_max": 60,
+        "retry_jitter": True,
+        "max_retries": MAX_OUTAGE_RETRIES,
+    }
+)
 # Beat runs its sweeps again at the next tick: a failed or timed-out tick is logged, and its
 # message acked rather than dead-lettered or requeued.
 SWEEP: dict[str, Any] = {"acks_on_failure": True, "acks_on_timeout": True}

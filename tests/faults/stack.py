@@ -279,7 +279,8 @@ class LoadClient:
     seconds. The client ledger is every 202's ``notification_id``.
 
     ``notification_type`` is one of :data:`TEMPLATE_VARS`; ``extra`` adds fields to each request
-    as it is sent (e.g. an ``expires_at`` relative to that moment)."""
+    as it is sent (e.g. an ``expires_at`` relative to that moment). ``idempotent=False`` sends
+    no key (a negative control: retries may then make a second notification)."""
 
     def __init__(
         self,
@@ -289,12 +290,14 @@ class LoadClient:
         give_up_after: float = 120,
         notification_type: str = "order_shipped",
         extra: Callable[[], dict[str, Any]] | None = None,
+        idempotent: bool = True,
     ) -> None:
         self.stack = stack
         self.clients = clients
         self.give_up_after = give_up_after
         self.notification_type = notification_type
         self.extra = extra or dict
+        self.idempotent = idempotent
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -306,17 +309,21 @@ class LoadClient:
         return session
 
     def create_users(self, count: int, *, first: int = 0) -> list[str]:
-        """Users ``u{first}`` ... through the API, each with an address of their own."""
+        """Users ``u{first}`` ... through the API, each with an address of their own (waiting as
+        told when the tenant's API quota answers 429)."""
 
         def put(i: int) -> str:
             user_id = f"u{i}"
-            response = self._session().put(
-                f"{self.stack.url}/api/v1/users/{user_id}",
-                json={"email": f"{user_id}@example.com"},
-                timeout=30,
-            )
-            response.raise_for_status()
-            return user_id
+            while True:
+                response = self._session().put(
+                    f"{self.stack.url}/api/v1/users/{user_id}",
+                    json={"email": f"{user_id}@example.com"},
+                    timeout=30,
+                )
+                if response.status_code != 429:
+                    response.raise_for_status()
+                    return user_id
+                time.sleep(float(response.headers.get("Retry-After", "1")))
 
         with ThreadPoolExecutor(self.clients) as pool:
             return list(pool.map(put, range(first, first + count)))
@@ -336,7 +343,7 @@ class LoadClient:
                 response = self._session().post(
                     f"{self.stack.url}/api/v1/notifications",
                     json=body,
-                    headers={"Idempotency-Key": key},
+                    headers={"Idempotency-Key": key} if self.idempotent else {},
                     timeout=10,
                 )
                 outcome.statuses.append(response.status_code)

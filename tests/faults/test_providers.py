@@ -61,7 +61,7 @@ def clean_sandbox(stack: Stack) -> None:
     ("sends", "hangs"),
     [
         pytest.param(60, 4, id="short"),
-        pytest.param(1000, 40, id="long", marks=pytest.mark.faults),
+        pytest.param(500, 20, id="long", marks=pytest.mark.faults),
     ],
 )
 @pytest.mark.parametrize("priority", ["transactional", "critical"])
@@ -119,7 +119,7 @@ def provider_outage(stack: Stack, sends: int, outage: float) -> tuple[list[Outco
     ("sends", "outage"),
     [
         pytest.param(200, 5.0, id="short"),
-        pytest.param(2000, 60.0, id="long", marks=pytest.mark.faults),
+        pytest.param(1000, 30.0, id="long", marks=pytest.mark.faults),
     ],
 )
 def test_a_provider_outage_opens_the_breaker_fails_over_and_recovers(
