@@ -125,7 +125,7 @@ def run(
     # a backlog for the senders, then the nemesis: SIGKILL the sending worker while provider
     # calls are in flight, and start another
     planned = Delivery.objects.filter(notification_id__in=accepted)
-    wait_for(lambda: planned.count() == sends, timeout=60)
+    wait_for(lambda: planned.count() == sends, timeout=60 + 0.1 * sends)
     sender = start_worker(queues=LANES, concurrency=2, **env)
     in_flight = Delivery.objects.filter(state=DeliveryState.SENDING, dispatched_at__isnull=False)
     for _ in range(kills):
