@@ -1,0 +1,287 @@
+"""``python -m bench.run [--quick]``: every benchmark, the product then the naive baseline.
+
+Starts a :class:`~bench.stack.BenchStack`, seeds the users, runs the scenarios of
+:mod:`bench.scenarios` against the product (the Procfile's topology) and against the naive
+baseline (:mod:`bench.naive`, with as many pool processes as the product's planner and
+transactional pool have), prints the table and writes ``bench/results/latest.json``.
+``--quick`` runs small sizes once, for development; the full run repeats the cheap figures
+(ingest, end to end by email) ``--repeats`` times and the expensive ones once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import scenarios
+from bench.load import LoadSpec
+from bench.population import seed_users
+from bench.results import Figure, Target, table, write
+from bench.stack import BenchStack, lane_pools
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    users: int
+    single_posts: int
+    bulk_requests: int
+    deliveries: int
+    naive_deliveries: int
+    naive_single_posts: int
+    backlog: int
+    probes: int
+    fan_out: int
+    workers: tuple[int, ...]
+
+
+QUICK = Sizes(
+    users=12_000, single_posts=300, bulk_requests=5, deliveries=2_000, naive_deliveries=300,
+    naive_single_posts=200, backlog=10_000, probes=20, fan_out=10_000, workers=(1, 2),
+)  # fmt: skip
+FULL = Sizes(
+    users=200_000, single_posts=3_000, bulk_requests=40, deliveries=20_000,
+    naive_deliveries=1_000, naive_single_posts=1_000, backlog=100_000, probes=100,
+    fan_out=200_000, workers=(1, 2, 4),
+)  # fmt: skip
+PROBE_RATE = 5.0
+E2E_USERS_PER_REQUEST = 50
+INGEST_CONCURRENCY = 4
+
+
+class Bench:
+    """The figures of one run, filled in scenario by scenario."""
+
+    def __init__(self, stack: BenchStack, sizes: Sizes, repeats: int) -> None:
+        self.stack, self.sizes, self.repeats = stack, sizes, repeats
+        self.details: dict[str, list[dict[str, Any]]] = {}
+        f = Figure
+        self.figures = {
+            figure.key: figure
+            for figure in (
+                f("ingest.single_rps", "ingest: single-user POSTs/s", "req/s",
+                  target=Target(">=", 1000)),
+                f("ingest.single_p50", "ingest: single POST p50", "ms", higher_is_better=False),
+                f("ingest.single_p99", "ingest: single POST p99", "ms", higher_is_better=False,
+                  target=Target("<", 50)),
+                f("ingest.bulk_recipients", "ingest: recipients/s, 1,000-user POSTs", "recip/s",
+                  target=Target(">=", 20_000)),
+                f("ingest.bulk_p99", "ingest: 1,000-user POST p99", "ms",
+                  higher_is_better=False),
+                f("e2e.email", "end to end: email", "deliv/s", target=Target(">=", 2000)),
+                f("e2e.push", "end to end: push", "deliv/s"),
+                f("e2e.sms", "end to end: SMS", "deliv/s"),
+                f("e2e.mixed", "end to end: 60/30/10 push/email/SMS", "deliv/s",
+                  target=Target(">=", 2000)),
+                f("isolation.p50", "critical API->provider p50, bulk draining", "ms",
+                  higher_is_better=False),
+                f("isolation.p99", "critical API->provider p99, bulk draining", "ms",
+                  higher_is_better=False, target=Target("<", 250)),
+                f("fanout.enqueued_s", "fan-out: accepted+planned+enqueued", "s",
+                  higher_is_better=False),
+                f("fanout.enqueued_rate", "fan-out: recipients enqueued/s", "recip/s",
+                  target=Target(">=", 1_000_000 / 60)),
+                f("fanout.drain_rate", "fan-out: drain (bulk lane)", "deliv/s"),
+            )
+        }  # fmt: skip
+
+    def record(self, key: str, value: float, *, naive: bool = False) -> None:
+        figure = self.figures[key]
+        (figure.baseline_runs if naive else figure.runs).append(round(value, 2))
+
+    def detail(self, name: str, result: dict[str, Any]) -> dict[str, Any]:
+        self.details.setdefault(name, []).append(result)
+        print(f"  {name}: {result}", flush=True)
+        return result
+
+    def spec(self, **fields: Any) -> LoadSpec:
+        return LoadSpec(url=self.stack.url, api_key=self.stack.api_key, **fields)
+
+    # -- the product ------------------------------------------------------------------------------
+
+    def product(self, only: set[str]) -> None:
+        s = self.sizes
+        with self.stack.product(lane_pools()):
+            for run in range(self.repeats):
+                if "ingest" in only:
+                    self.ingest(run, naive=False)
+                if "e2e" in only:
+                    self.e2e("email", s.deliveries, run, naive=False)
+            if "e2e" in only:
+                for channel in ("push", "sms", "mixed"):
+                    self.e2e(channel, s.deliveries, 0, naive=False)
+            if "isolation" in only:
+                result = self.detail(
+                    "isolation",
+                    scenarios.isolation(
+                        self.stack, backlog=s.backlog, probes=s.probes, probe_rate=PROBE_RATE,
+                        first_probe_user=s.backlog,
+                    ),
+                )  # fmt: skip
+                self.record("isolation.p50", result["p50_ms"])
+                self.record("isolation.p99", result["p99_ms"])
+            if "fanout" in only:
+                result = self.detail("fanout", scenarios.fan_out(self.stack, recipients=s.fan_out))
+                self.record("fanout.enqueued_s", result["enqueued_after_s"])
+                self.record("fanout.enqueued_rate", result["enqueued_per_s"])
+                self.record("fanout.drain_rate", result["drain_sustained_per_s"])
+            if "cost" in only:
+                self.cost_curve()
+
+    def cost_curve(self) -> None:
+        """Email deliveries/s and the pool's memory as the transactional pool grows."""
+        for processes in self.sizes.workers:
+            pool = next(p for p in lane_pools(transactional=processes) if p.name == "transactional")
+            self.stack.restart_pool(pool)
+            result = self.detail(
+                f"cost.workers_{processes}",
+                scenarios.end_to_end(
+                    self.stack,
+                    self.spec(
+                        requests=self.sizes.deliveries // E2E_USERS_PER_REQUEST,
+                        users_per_request=E2E_USERS_PER_REQUEST, tag=f"cost{processes}",
+                    ),
+                ),
+            )  # fmt: skip
+            key = f"cost.workers_{processes}"
+            self.figures.setdefault(
+                key, Figure(key, f"cost: email with {processes} sending process(es)", "deliv/s")
+            )
+            self.record(key, result["deliveries_per_s"])
+            mem = f"{key}.rss"
+            self.figures.setdefault(
+                mem,
+                Figure(mem, f"cost: RSS of {processes} sending process(es)", "MiB",
+                       higher_is_better=False),
+            )  # fmt: skip
+            self.record(mem, result["rss_mib"]["transactional"])
+
+    # -- shared by both ---------------------------------------------------------------------------
+
+    def ingest(self, run: int, *, naive: bool) -> None:
+        s = self.sizes
+        path = scenarios.NAIVE_PATH if naive else scenarios.PRODUCT_PATH
+        who = "naive" if naive else "product"
+        single = self.detail(
+            f"ingest.single.{who}",
+            scenarios.ingest(
+                self.stack,
+                self.spec(
+                    path=path, requests=s.naive_single_posts if naive else s.single_posts,
+                    concurrency=INGEST_CONCURRENCY, tag=f"single{run}",
+                ),
+            ),
+        )  # fmt: skip
+        self.record("ingest.single_rps", single["requests_per_s"], naive=naive)
+        self.record("ingest.single_p50", single["p50_ms"], naive=naive)
+        self.record("ingest.single_p99", single["p99_ms"], naive=naive)
+        bulk = self.detail(
+            f"ingest.bulk.{who}",
+            scenarios.ingest(
+                self.stack,
+                self.spec(
+                    path=path, requests=s.bulk_requests, users_per_request=1000,
+                    concurrency=INGEST_CONCURRENCY, tag=f"bulk{run}",
+                ),
+            ),
+        )  # fmt: skip
+        self.record("ingest.bulk_recipients", bulk["recipients_per_s"], naive=naive)
+        self.record("ingest.bulk_p99", bulk["p99_ms"], naive=naive)
+
+    def e2e(self, channel: str, deliveries: int, run: int, *, naive: bool) -> None:
+        cycle = scenarios.MIXED if channel == "mixed" else (channel,)
+        result = self.detail(
+            f"e2e.{channel}.{'naive' if naive else 'product'}",
+            scenarios.end_to_end(
+                self.stack,
+                self.spec(
+                    path=scenarios.NAIVE_PATH if naive else scenarios.PRODUCT_PATH,
+                    requests=deliveries // E2E_USERS_PER_REQUEST,
+                    users_per_request=E2E_USERS_PER_REQUEST, channel_cycle=cycle,
+                    tag=f"e2e{channel}{run}",
+                ),
+            ),
+        )  # fmt: skip
+        self.record(f"e2e.{channel}", result["deliveries_per_s"], naive=naive)
+
+    # -- the baseline -----------------------------------------------------------------------------
+
+    def naive(self, only: set[str]) -> None:
+        pools = lane_pools()
+        processes = sum(p.concurrency for p in pools if p.name in ("planner", "transactional"))
+        with self.stack.naive(processes):
+            for run in range(self.repeats):
+                if "ingest" in only:
+                    self.ingest(run, naive=True)
+                if "e2e" in only:
+                    self.e2e("email", self.sizes.naive_deliveries, run, naive=True)
+            if "e2e" in only:
+                self.e2e("mixed", self.sizes.naive_deliveries, 0, naive=True)
+
+
+SCENARIOS = ("ingest", "e2e", "isolation", "fanout", "cost")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the cheap figures")
+    parser.add_argument("--latency-ms", type=int, default=50, help="every provider's latency")
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--no-naive", action="store_true", help="skip the baseline")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    repeats = 1 if args.quick else args.repeats
+    only = set(args.only)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)  # unwinds through the stack's cleanup
+
+    signal.signal(signal.SIGTERM, stop)
+    started = time.monotonic()
+    with (
+        tempfile.TemporaryDirectory(prefix="notifier-bench-") as base,
+        BenchStack(Path(base), latency_ms=args.latency_ms) as stack,
+    ):
+        print(f"stack up in {time.monotonic() - started:.0f} s; logs in {base}", flush=True)
+        connection = stack.connect()
+        try:
+            seed_users(connection, start=0, count=sizes.users)
+        finally:
+            connection.close()
+        bench = Bench(stack, sizes, repeats)
+        print("product:", flush=True)
+        bench.product(only)
+        if not args.no_naive:
+            print("naive baseline:", flush=True)
+            bench.naive(only & {"ingest", "e2e"})
+    figures = [figure for figure in bench.figures.values() if figure.runs or figure.baseline_runs]
+    print()
+    print(table(figures))
+    config = {
+        "quick": args.quick,
+        "repeats": repeats,
+        "latency_ms": args.latency_ms,
+        "sizes": sizes.__dict__,
+        "ingest_concurrency": INGEST_CONCURRENCY,
+        "e2e_users_per_request": E2E_USERS_PER_REQUEST,
+        "probe_rate_per_s": PROBE_RATE,
+        "scenarios": sorted(only),
+        "seconds": round(time.monotonic() - started),
+    }
+    write(args.output, config=config, figures=figures, details=bench.details)
+    print(f"\nwritten to {args.output} in {config['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
