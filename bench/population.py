@@ -18,6 +18,11 @@ def user_id(n: int) -> str:
     return f"b{n}"
 
 
+def phone(n: int) -> str:
+    """A valid North American number, distinct for n < 8,000,000 (exchange 200-999)."""
+    return f"+1212{200 + n // 10_000:03d}{n % 10_000:04d}"
+
+
 def seed_users(connection: Any, *, start: int, count: int) -> None:
     """Users ``start`` … ``start + count - 1`` of the demo tenant, each with one device."""
     with connection.cursor() as cursor:
@@ -29,7 +34,7 @@ def seed_users(connection: Any, *, start: int, count: int) -> None:
             for n in range(first, last):
                 users.write(
                     f"{tenant_id}\t{user_id(n)}\t{user_id(n)}@bench.example.com\t"
-                    f"+1212{n:07d}\tUTC\ten\t{{}}\tnow\tnow\n"
+                    f"{phone(n)}\tUTC\ten\t{{}}\tnow\tnow\n"
                 )
             users.seek(0)
             cursor.copy_expert(

@@ -171,6 +171,9 @@ def end_to_end(stack: BenchStack, spec: LoadSpec, *, lane: str | None = None) ->
     check_accepted(report, spec.requests)
     states = wait_for_deliveries(stack, expected, lane=lane)
     after, ended = stack.usage(), time.time()
+    if states.get("sent", 0) != expected:
+        # A delivery that failed fast would flatter the rate: the figure counts sends only.
+        raise RuntimeError(f"{expected} deliveries expected sent, found {states}")
     times = sent_times(stack, lane)
     cpu, rss = usage_between(before, after, ended - started)
     drain = Drain(
