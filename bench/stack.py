@@ -87,9 +87,9 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle - iowait) / CLOCK_TICKS
 
 
-def group_usage(pgid: int) -> Usage:
-    """Sum over the live processes of process group ``pgid`` (from /proc)."""
-    cpu_ticks = rss_pages = 0
+def process_table() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent pid, CPU ticks used, resident pages) of every live process (/proc)."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -100,10 +100,28 @@ def group_usage(pgid: int) -> Usage:
             continue  # ended meanwhile
         # The command name is in parentheses and may contain spaces: split after it.
         fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) != pgid:
-            continue
-        cpu_ticks += int(fields[11]) + int(fields[12])  # utime + stime
-        rss_pages += int(statm.split()[1])
+        table[int(entry.name)] = (
+            int(fields[1]),
+            int(fields[11]) + int(fields[12]),  # utime + stime
+            int(statm.split()[1]),
+        )
+    return table
+
+
+def tree_usage(root: int, table: dict[int, tuple[int, int, int]]) -> Usage:
+    """Sum over ``root`` and its live descendants. A tree, not a process group: PostgreSQL's
+    backends each start a session of their own."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    cpu_ticks = rss_pages = 0
+    pending = [root]
+    while pending:
+        pid = pending.pop()
+        if pid in table:
+            cpu_ticks += table[pid][1]
+            rss_pages += table[pid][2]
+        pending.extend(children.get(pid, ()))
     return Usage(cpu_ticks / CLOCK_TICKS, rss_pages * PAGE_SIZE)
 
 
@@ -333,15 +351,16 @@ class BenchStack:
         self.purge_queues()
 
     def usage(self) -> dict[str, Usage]:
-        """CPU and memory now, per product process group and per server; ``runner`` is this
+        """CPU and memory now, per process (with its children) and per server; ``runner`` is this
         process, which holds the provider sandbox; ``machine`` every process on the machine."""
-        groups = {
+        roots = {
             name: process.popen.pid for name, process in self.processes.items() if process.popen
         }
         for name, server in (("postgres", self.postgres), ("rabbitmq", self.rabbitmq)):
             if server is not None and server.process is not None:
-                groups[name] = server.process.pid
-        usage = {name: group_usage(pgid) for name, pgid in groups.items()}
+                roots[name] = server.process.pid
+        table = process_table()
+        usage = {name: tree_usage(pid, table) for name, pid in roots.items()}
         times = os.times()
         rss_pages = int(Path("/proc/self/statm").read_text().split()[1])
         usage["runner"] = Usage(times.user + times.system, rss_pages * PAGE_SIZE)
