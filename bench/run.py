@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -65,6 +66,7 @@ FULL = Sizes(
 )  # fmt: skip
 PROBE_RATE = 5.0
 FAN_OUT_DRAIN_SECONDS = 20.0
+PROFILE_SECONDS = 10.0
 E2E_USERS_PER_REQUEST = 50
 INGEST_CONCURRENCY = 4
 
@@ -72,8 +74,10 @@ INGEST_CONCURRENCY = 4
 class Bench:
     """The figures of one run, filled in scenario by scenario."""
 
-    def __init__(self, stack: BenchStack, sizes: Sizes, repeats: int) -> None:
-        self.stack, self.sizes, self.repeats = stack, sizes, repeats
+    def __init__(
+        self, stack: BenchStack, sizes: Sizes, repeats: int, profiles: Path | None
+    ) -> None:
+        self.stack, self.sizes, self.repeats, self.profiles = stack, sizes, repeats, profiles
         self.details: dict[str, list[dict[str, Any]]] = {}
         f = Figure
         self.figures = {
@@ -114,6 +118,12 @@ class Bench:
         print(f"  {name}: {result}", flush=True)
         return result
 
+    def profiling(self, scenario: str, names: tuple[str, ...]) -> AbstractContextManager[None]:
+        """With ``--profile``: profiles of ``names`` over the scenario's first seconds."""
+        if self.profiles is None:
+            return nullcontext()
+        return self.stack.profiled(names, seconds=PROFILE_SECONDS, output=self.profiles / scenario)
+
     def spec(self, **fields: Any) -> LoadSpec:
         return LoadSpec(url=self.stack.url, api_key=self.stack.api_key, **fields)
 
@@ -148,10 +158,16 @@ class Bench:
     def fan_out(self) -> None:
         """Each backlog size: time to enqueue, drain rate, memory of every process."""
         for size in self.sizes.backlogs:
-            result = self.detail(
-                f"fanout.{size}",
-                scenarios.fan_out(self.stack, recipients=size, drain_seconds=FAN_OUT_DRAIN_SECONDS),
+            profile = (
+                self.profiling("fanout", ("planner", "relay", "bulk"))
+                if size == self.sizes.backlogs[-1]
+                else nullcontext()
             )
+            with profile:
+                result = scenarios.fan_out(
+                    self.stack, recipients=size, drain_seconds=FAN_OUT_DRAIN_SECONDS
+                )
+            self.detail(f"fanout.{size}", result)
             for key, label, unit in (
                 ("enqueued_per_s", "enqueued/s", "recip/s"),
                 ("drain_per_s", "drain rate meanwhile", "deliv/s"),
@@ -206,16 +222,16 @@ class Bench:
         s = self.sizes
         path = scenarios.NAIVE_PATH if naive else scenarios.PRODUCT_PATH
         who = "naive" if naive else "product"
-        single = self.detail(
-            f"ingest.single.{who}",
-            scenarios.ingest(
+        profile = self.profiling("ingest", ("web",)) if run == 0 and not naive else nullcontext()
+        with profile:
+            single = scenarios.ingest(
                 self.stack,
                 self.spec(
                     path=path, requests=s.naive_single_posts if naive else s.single_posts,
                     concurrency=INGEST_CONCURRENCY, tag=f"single{run}",
                 ),
-            ),
-        )  # fmt: skip
+            )  # fmt: skip
+        self.detail(f"ingest.single.{who}", single)
         self.record("ingest.single_rps", single["requests_per_s"], naive=naive)
         self.record("ingest.single_p50", single["p50_ms"], naive=naive)
         self.record("ingest.single_p99", single["p99_ms"], naive=naive)
@@ -234,9 +250,13 @@ class Bench:
 
     def e2e(self, channel: str, deliveries: int, run: int, *, naive: bool) -> None:
         cycle = scenarios.MIXED if channel == "mixed" else (channel,)
-        result = self.detail(
-            f"e2e.{channel}.{'naive' if naive else 'product'}",
-            scenarios.end_to_end(
+        profile = (
+            self.profiling(f"e2e-{channel}", ("planner", "relay", "transactional"))
+            if run == 0 and not naive and channel in ("email", "mixed")
+            else nullcontext()
+        )
+        with profile:
+            result = scenarios.end_to_end(
                 self.stack,
                 self.spec(
                     path=scenarios.NAIVE_PATH if naive else scenarios.PRODUCT_PATH,
@@ -244,8 +264,8 @@ class Bench:
                     users_per_request=E2E_USERS_PER_REQUEST, channel_cycle=cycle,
                     tag=f"e2e{channel}{run}",
                 ),
-            ),
-        )  # fmt: skip
+            )  # fmt: skip
+        self.detail(f"e2e.{channel}.{'naive' if naive else 'product'}", result)
         self.record(f"e2e.{channel}", result["deliveries_per_s"], naive=naive)
 
     # -- the baseline -----------------------------------------------------------------------------
@@ -274,6 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--no-naive", action="store_true", help="skip the baseline")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        type=Path,
+        const=RESULTS.parent / "profiles",
+        help="py-spy profiles of the busy processes (default dir: bench/results/profiles)",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     repeats = 1 if args.quick else args.repeats
@@ -294,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             seed_users(connection, start=0, count=sizes.users)
         finally:
             connection.close()
-        bench = Bench(stack, sizes, repeats)
+        bench = Bench(stack, sizes, repeats, args.profile)
         print("product:", flush=True)
         bench.product(only)
         if not args.no_naive:
@@ -312,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "e2e_users_per_request": E2E_USERS_PER_REQUEST,
         "probe_rate_per_s": PROBE_RATE,
         "scenarios": sorted(only),
+        "profiled": args.profile is not None,
         "seconds": round(time.monotonic() - started),
     }
     write(args.output, config=config, figures=figures, details=bench.details)

@@ -275,6 +275,37 @@ class BenchStack:
         finally:
             self.stop_processes()
 
+    @contextmanager
+    def profiled(self, names: Sequence[str], *, seconds: float, output: Path) -> Iterator[None]:
+        """py-spy profiles of the named processes and their children over the first ``seconds``
+        of the block: ``output/<name>.txt``, folded stacks (one line per stack and its sample
+        count; flamegraph.pl and speedscope.app draw them, grep reads them). py-spy samples
+        from outside the process (ptrace, so root) at 100 Hz and costs it little, but a
+        profiled run's figures should not be compared with an unprofiled run's."""
+        output.mkdir(parents=True, exist_ok=True)
+        py_spy = str(Path(sys.executable).with_name("py-spy"))
+        spies = []
+        for name in names:
+            popen = self.processes[name].popen
+            assert popen is not None
+            command = [
+                py_spy, "record", "--subprocesses", "--nonblocking", "--format", "raw",
+                "--duration", str(int(seconds)), "--pid", str(popen.pid),
+                "--output", str(output / f"{name}.txt"),
+            ]  # fmt: skip
+            spies.append(
+                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+        try:
+            yield
+        finally:
+            for spy in spies:
+                try:
+                    spy.wait(timeout=seconds + 30)
+                except subprocess.TimeoutExpired:
+                    spy.kill()
+                    spy.wait()
+
     def restart_pool(self, pool: Pool) -> None:
         self.stop_processes([pool.name])
         self.start_pool(pool)
