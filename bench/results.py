@@ -90,6 +90,8 @@ class Figure:
 
 
 def machine() -> dict[str, Any]:
+    """The machine, the interpreter and the commit (``dirty``: with uncommitted changes);
+    taken when the run starts."""
     model = next(
         (
             line.split(":", 1)[1].strip()
@@ -117,6 +119,7 @@ def machine() -> dict[str, Any]:
         "commit": git("rev-parse", "HEAD"),
         "dirty": bool(git("status", "--porcelain")),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average_at_start": os.getloadavg(),
     }
 
 
@@ -159,10 +162,17 @@ def table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
-def write(path: Path, *, config: dict[str, Any], figures: list[Figure], details: Any) -> None:
+def write(
+    path: Path,
+    *,
+    machine: dict[str, Any],
+    config: dict[str, Any],
+    figures: list[Figure],
+    details: Any,
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
-        "machine": machine(),
+        "machine": machine,
         "config": config,
         "figures": {figure.key: figure.as_json() for figure in figures},
         "details": details,

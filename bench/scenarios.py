@@ -66,13 +66,17 @@ class Drain:
     sustained_per_s: float
     first_sent_after_s: float
     last_sent_after_s: float
+    seconds: float
+    """From the first request to the last delivery done."""
     cpu_share: dict[str, float] = field(default_factory=dict)
-    """Each process group's CPU over the drain, in cores (2.0 = both cores busy)."""
+    """Each process's CPU over the drain, in cores (2.0 = both cores busy)."""
+    cpu_ms_per_delivery: dict[str, float] = field(default_factory=dict)
+    """Each process's CPU time per delivery: what a delivery costs, whatever else ran."""
     rss_mib: dict[str, float] = field(default_factory=dict)
 
 
 def wait_for_deliveries(
-    stack: BenchStack, expected: int, *, lane: str | None = None, stall: float = 30.0
+    stack: BenchStack, expected: int, *, lane: str | None = None, stall: float = 60.0
 ) -> dict[str, int]:
     """Until ``expected`` deliveries (of ``lane``) are done, or nothing moved for ``stall`` s."""
     last, last_change = -1, time.monotonic()
@@ -89,7 +93,13 @@ def wait_for_deliveries(
         if done != last:
             last, last_change = done, time.monotonic()
         elif time.monotonic() - last_change > stall:
-            raise RuntimeError(f"stalled at {done} of {expected} deliveries: {states}")
+            (outbox,) = stack.query(
+                "SELECT count(*) FROM notifications_outboxmessage WHERE published_at IS NULL"
+            )
+            raise RuntimeError(
+                f"stalled at {done} of {expected} deliveries: {states};"
+                f" {outbox[0]} outbox rows unpublished"
+            )
         time.sleep(0.25)
 
 
@@ -169,18 +179,25 @@ def end_to_end(stack: BenchStack, spec: LoadSpec, *, lane: str | None = None) ->
     times = sent_times(stack, lane)
     cpu, rss = usage_between(before, after, ended - started)
     stack.reset()
+    seconds = ended - started
     drain = Drain(
         states=states,
         sustained_per_s=sustained_rate(times),
-        first_sent_after_s=times[0] - started if times else 0.0,
-        last_sent_after_s=times[-1] - started if times else 0.0,
+        first_sent_after_s=times[0] - started,
+        last_sent_after_s=times[-1] - started,
+        seconds=seconds,
         cpu_share=cpu,
+        cpu_ms_per_delivery={
+            name: round(cores * seconds * 1000 / expected, 2)
+            for name, cores in cpu.items()
+            if name not in ("machine", "other")
+        },
         rss_mib=rss,
     )
     return {
         "deliveries": expected,
         "deliveries_per_s": drain.sustained_per_s,
-        "overall_per_s": expected / drain.last_sent_after_s if drain.last_sent_after_s else 0.0,
+        "overall_per_s": expected / drain.last_sent_after_s,
         **asdict(drain),
     }
 
@@ -232,15 +249,29 @@ def isolation(
         )[0][0]
         - bulk_sent_before
     )
-    sent = dict(
-        stack.query(
-            "SELECT notification_id::text, extract(epoch FROM sent_at) FROM notifications_delivery"
-            " WHERE lane = 'critical' AND sent_at IS NOT NULL"
-        )
+    rows = stack.query(
+        "SELECT d.notification_id::text, extract(epoch FROM n.created_at),"
+        " extract(epoch FROM d.queued_at), extract(epoch FROM d.dispatched_at),"
+        " extract(epoch FROM d.sent_at)"
+        " FROM notifications_delivery d JOIN notifications_notification n"
+        " ON n.id = d.notification_id WHERE d.lane = 'critical' AND d.sent_at IS NOT NULL"
     )
-    latencies = [(float(sent[nid]) - at) * 1000 for nid, at in report.accepted if nid in sent]
-    if len(latencies) != probes:
-        raise RuntimeError(f"{probes - len(latencies)} critical probes were not sent")
+    stamps = {row[0]: [float(value) for value in row[1:]] for row in rows}
+    if len(stamps) != probes:
+        raise RuntimeError(f"{probes - len(stamps)} critical probes were not sent")
+    # Where the time went, per probe: the API, planning, the claim, the provider and record.
+    phases: dict[str, list[float]] = {"api": [], "plan": [], "claim": [], "send": []}
+    latencies = []
+    for notification_id, sent_at in report.accepted:
+        created, queued, dispatched, sent = stamps[notification_id]
+        latencies.append((sent - sent_at) * 1000)
+        for phase, start, end in (
+            ("api", sent_at, created),
+            ("plan", created, queued),
+            ("claim", queued, dispatched),
+            ("send", dispatched, sent),
+        ):
+            phases[phase].append((end - start) * 1000)
     # The backlog is not drained to the end: that would only time the bulk lane again.
     stack.reset()
     return {
@@ -248,6 +279,8 @@ def isolation(
         "p99_ms": percentile(latencies, 99),
         "max_ms": max(latencies),
         "mean_ms": statistics.fmean(latencies),
+        "phase_p50_ms": {phase: percentile(values, 50) for phase, values in phases.items()},
+        "phase_p99_ms": {phase: percentile(values, 99) for phase, values in phases.items()},
         "probes": probes,
         "backlog": backlog,
         "bulk_sent_per_s_meanwhile": bulk_sent_during / report.elapsed,

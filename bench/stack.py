@@ -88,7 +88,8 @@ def machine_busy_seconds() -> float:
 
 
 def process_table() -> dict[int, tuple[int, int, int]]:
-    """pid -> (parent pid, CPU ticks used, resident pages) of every live process (/proc)."""
+    """pid -> (parent pid, CPU ticks used by it and its reaped children, resident pages) of
+    every live process (/proc)."""
     table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -102,7 +103,9 @@ def process_table() -> dict[int, tuple[int, int, int]]:
         fields = stat.rsplit(")", 1)[1].split()
         table[int(entry.name)] = (
             int(fields[1]),
-            int(fields[11]) + int(fields[12]),  # utime + stime
+            # utime + stime, and cutime + cstime: the CPU of children that ended and were
+            # reaped (PostgreSQL backends of closed connections, recycled pool processes).
+            sum(int(ticks) for ticks in fields[11:15]),
             int(statm.split()[1]),
         )
     return table
@@ -128,9 +131,10 @@ def tree_usage(root: int, table: dict[int, tuple[int, int, int]]) -> Usage:
 class BenchStack:
     """``with BenchStack(base, latency_ms=50) as stack: with stack.product(...): ...``"""
 
-    def __init__(self, base: Path, *, latency_ms: int) -> None:
+    def __init__(self, base: Path, *, latency_ms: int, web_threads: int = 1) -> None:
         self.base = base
         self.latency_ms = latency_ms
+        self.web_threads = web_threads
         self.web_port = free_port()
         self.processes: dict[str, Process] = {}
         self.api_key = ""
@@ -225,11 +229,13 @@ class BenchStack:
             self.processes.pop(name).stop(timeout=20)
 
     def start_web(self, settings_module: str) -> None:
-        # The Procfile's web process: gunicorn with 2 sync workers.
+        # The Procfile's web process: gunicorn with 2 sync workers (web_threads > 1: gthread
+        # workers with that many threads each, to see what concurrency in the web buys).
         self.spawn(
             "web",
             [sys.executable, "-m", "gunicorn", "notifier.wsgi", "--bind",
-             f"127.0.0.1:{self.web_port}", "--workers", "2", "--graceful-timeout", "5"],
+             f"127.0.0.1:{self.web_port}", "--workers", "2", "--threads", str(self.web_threads),
+             "--graceful-timeout", "5"],
             self.env(settings_module),
         )  # fmt: skip
 
