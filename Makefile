@@ -24,7 +24,7 @@ help:
 	@echo "make test    - set up and run the whole test suite"
 	@echo "make test-faults - the long fault-injection scenarios, with their ledger tables"
 	@echo "make bench   - the benchmarks on private servers, beside the naive baseline (< 20 min)"
-	@echo "make bench-quick - the same at small sizes, once each (about 3 min)"
+	@echo "make bench-quick - the same at small sizes, once each (about 4 min)"
 	@echo "make lint    - ruff (lint + format check) and mypy"
 	@echo "make format  - apply ruff's formatting and fixes"
 
