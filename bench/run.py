@@ -370,7 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     def stop(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)  # unwinds through the stack's cleanup
 
-    signal.signal(signal.SIGTERM, stop)
+    # Ctrl-C, kill and a closed terminal all stop every process and server the run started
+    # (SIGINT too when a shell started the run in the background with SIGINT ignored).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
     started = time.monotonic()
     host = machine()
     # The processes' logs: removed after a run that worked, kept after one that did not.
@@ -390,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("naive baseline:", flush=True)
                 bench.naive(only & {"ingest", "e2e"})
     except BaseException:
-        print(f"\nfailed; the processes' logs are kept in {base}", file=sys.stderr, flush=True)
+        print(f"\nstopped; the processes' logs are kept in {base}", file=sys.stderr, flush=True)
         raise
     shutil.rmtree(base, ignore_errors=True)
     figures = [figure for figure in bench.figures.values() if figure.runs or figure.baseline_runs]

@@ -11,6 +11,7 @@ queues (:meth:`BenchStack.reset`) and empties them again when it is done.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -32,8 +33,8 @@ DONE_STATES = ("sent", "delivered", "read", "failed", "suppressed", "expired", "
 def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (0–100), nearest rank."""
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    rank = math.ceil(q / 100 * len(ordered))
+    return ordered[max(rank, 1) - 1]
 
 
 def post(spec: LoadSpec) -> LoadReport:
@@ -96,9 +97,10 @@ def wait_for_deliveries(
             (outbox,) = stack.query(
                 "SELECT count(*) FROM notifications_outboxmessage WHERE published_at IS NULL"
             )
+            dead = [name for name, process in stack.processes.items() if not process.alive]
             raise RuntimeError(
                 f"stalled at {done} of {expected} deliveries: {states};"
-                f" {outbox[0]} outbox rows unpublished"
+                f" {outbox[0]} outbox rows unpublished; processes ended: {dead or 'none'}"
             )
         time.sleep(0.25)
 
