@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bench.load import LoadReport, LoadSpec
-from bench.stack import BenchStack, Usage
+from bench.stack import BenchStack
+from bench.usage import Usage
 from tests.faults.stack import ROOT
 
 PRODUCT_PATH = "/api/v1/notifications"
