@@ -90,9 +90,11 @@ class Bench:
         repeats: int,
         profiles: Path | None,
         ingest_concurrency: int,
+        critical_processes: int,
     ) -> None:
         self.stack, self.sizes, self.repeats, self.profiles = stack, sizes, repeats, profiles
         self.ingest_concurrency = ingest_concurrency
+        self.critical_processes = critical_processes
         self.details: dict[str, list[dict[str, Any]]] = {}
         f = Figure
         self.figures = {
@@ -146,7 +148,7 @@ class Bench:
 
     def product(self, only: set[str]) -> None:
         s = self.sizes
-        with self.stack.product(lane_pools()):
+        with self.stack.product(lane_pools(critical=self.critical_processes)):
             for run in range(self.repeats):
                 if "ingest" in only:
                     self.ingest(run, naive=False)
@@ -347,6 +349,12 @@ def main(argv: list[str] | None = None) -> int:
         default=INGEST_CONCURRENCY,
         help="requests the load generator keeps in flight for ingest",
     )
+    parser.add_argument(
+        "--critical-processes",
+        type=int,
+        default=1,
+        help="processes of the critical pool (1: the Procfile's)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument(
         "--profile",
@@ -386,7 +394,14 @@ def main(argv: list[str] | None = None) -> int:
                 seed_users(connection, start=0, count=sizes.users)
             finally:
                 connection.close()
-            bench = Bench(stack, sizes, repeats, args.profile, args.ingest_concurrency)
+            bench = Bench(
+                stack,
+                sizes,
+                repeats,
+                args.profile,
+                args.ingest_concurrency,
+                args.critical_processes,
+            )
             print("product:", flush=True)
             bench.product(only)
             if not args.no_naive:
@@ -406,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": {**sizes.__dict__, "users": sizes.users},
         "ingest_concurrency": args.ingest_concurrency,
         "web_threads": args.web_threads,
+        "critical_processes": args.critical_processes,
         "e2e_users_per_request": E2E_USERS_PER_REQUEST,
         "probe_rates_per_s": PROBE_RATES,
         "scenarios": sorted(only),

@@ -56,15 +56,16 @@ class Pool:
     concurrency: int
 
 
-def lane_pools(*, transactional: int = 2) -> tuple[Pool, ...]:
-    """The Procfile's topology: a planner, then one pool per lane on that lane's queues."""
+def lane_pools(*, transactional: int = 2, critical: int = 1) -> tuple[Pool, ...]:
+    """The Procfile's topology: a planner, then one pool per lane on that lane's queues (the
+    transactional and critical pools' sizes may differ from the Procfile's)."""
 
     def lane(name: str) -> tuple[str, ...]:
         return tuple(celeryconfig.delivery_queue_name(name, ch) for ch in celeryconfig.CHANNELS)
 
     return (
         Pool("planner", (celeryconfig.PLANNING_QUEUE,), 1),
-        Pool("critical", (celeryconfig.CRITICAL_PLANNING_QUEUE, *lane("critical")), 1),
+        Pool("critical", (celeryconfig.CRITICAL_PLANNING_QUEUE, *lane("critical")), critical),
         Pool("transactional", lane("transactional"), transactional),
         Pool("bulk", lane("bulk"), 1),
     )
@@ -314,19 +315,22 @@ class BenchStack:
             connection.close()
 
     def reset(self) -> None:
-        """Empty the pipeline's tables and queues (users, types and templates stay).
+        """Empty the pipeline's queues and tables (users, types and templates stay).
 
-        Beat's sweeps and the relay keep running meanwhile, and TRUNCATE's exclusive lock can
-        deadlock with them: a short lock timeout, then another try.
+        The queues first, so that no new task starts; then TRUNCATE, which waits for the
+        transactions in flight (a planning task's may last seconds) and can deadlock with beat's
+        sweeps: a lock timeout, then another try; then the queues again, for what those
+        transactions published on commit.
         """
-        for attempt in range(20):
+        self.purge_queues()
+        for attempt in range(10):
             try:
-                self.query(f"SET lock_timeout = '1s'; TRUNCATE {', '.join(PIPELINE_TABLES)}")
+                self.query(f"SET lock_timeout = '10s'; TRUNCATE {', '.join(PIPELINE_TABLES)}")
                 break
             except (psycopg2.errors.DeadlockDetected, psycopg2.errors.LockNotAvailable):
-                if attempt == 19:
+                if attempt == 9:
                     raise
-                time.sleep(0.2)
+                time.sleep(0.5)
         self.purge_queues()
 
     def usage(self) -> dict[str, Usage]:
