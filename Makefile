@@ -17,12 +17,14 @@ PORT ?= 8000
 SANDBOX_PORT ?= 8025
 export PORT
 
-.PHONY: help venv run test test-faults test-fast lint format migrate demo services clean
+.PHONY: help venv run test test-faults test-fast bench bench-quick lint format migrate demo services clean
 
 help:
 	@echo "make run     - set up, migrate, load the demo tenant, start web + workers + beat + sandbox"
 	@echo "make test    - set up and run the whole test suite"
 	@echo "make test-faults - the long fault-injection scenarios, with their ledger tables"
+	@echo "make bench   - the benchmarks on private servers, beside the naive baseline (< 20 min)"
+	@echo "make bench-quick - the same at small sizes, once each (about 4 min)"
 	@echo "make lint    - ruff (lint + format check) and mypy"
 	@echo "make format  - apply ruff's formatting and fixes"
 
@@ -69,6 +71,14 @@ test: services
 # The long variants of the fault scenarios (tests/faults), with their ledger tables printed.
 test-faults: services
 	$(PY) -m pytest tests/faults -m faults -s --timeout=1800
+
+# Benchmarks (bench/README.md): starts its own PostgreSQL, RabbitMQ, Redis and provider sandbox;
+# never part of make test. BENCH_ARGS passes options, e.g. BENCH_ARGS="--latency-ms 100".
+bench: venv
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-quick: venv
+	$(PY) -m bench.run --quick $(BENCH_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,83 @@
+"""The benchmarks' arithmetic: percentiles, sustained rates, ratios, targets, seeded numbers.
+
+Nothing here times anything; ``make bench`` does (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import phonenumbers
+import pytest
+
+from bench.load import LoadSpec, body
+from bench.population import phone, user_id
+from bench.results import Figure, Target, table
+from bench.scenarios import percentile, sustained_rate
+
+
+def test_percentile_is_the_nearest_rank():
+    # given
+    values = [float(v) for v in range(1, 101)]
+    # when / then
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_sustained_rate_ignores_the_ramp_and_the_tail():
+    # given: 100 sends, one every 10 ms, then a straggler 5 s later
+    times = [i * 0.01 for i in range(100)] + [6.0]
+    # when
+    rate = sustained_rate(times)
+    # then: the straggler does not lower it
+    assert rate == pytest.approx(100, rel=0.05)
+
+
+def test_sustained_rate_needs_enough_sends():
+    assert sustained_rate([0.0, 1.0]) == 0.0
+
+
+def test_ratio_is_a_speed_up_for_rates_and_for_latencies():
+    # given
+    rate = Figure("r", "rate", "deliv/s", runs=[200.0], baseline_runs=[50.0])
+    latency = Figure("l", "p99", "ms", higher_is_better=False, runs=[100.0], baseline_runs=[400.0])
+    # when / then
+    assert rate.ratio == 4.0
+    assert latency.ratio == 4.0
+
+
+def test_targets_and_the_table_say_met_or_missed():
+    # given
+    met = Figure("a", "fast", "deliv/s", target=Target(">=", 100), runs=[150.0, 90.0, 120.0])
+    missed = Figure("b", "p99", "ms", higher_is_better=False, target=Target("<", 50), runs=[80.0])
+    # when
+    printed = table([met, missed])
+    # then: the median decides (120), and each row says which
+    assert met.median == 120.0
+    assert ">= 100 met" in printed
+    assert "< 50 MISSED" in printed
+    assert met.as_json()["target_met"] is True
+    assert missed.as_json()["target_met"] is False
+
+
+def test_seeded_phone_numbers_are_valid_and_distinct():
+    # given
+    numbers = [phone(n) for n in (0, 1, 9_999, 10_000, 999_999, 7_999_999)]
+    # then
+    assert len(set(numbers)) == len(numbers)
+    assert all(phonenumbers.is_valid_number(phonenumbers.parse(n)) for n in numbers)
+
+
+def test_a_request_body_takes_its_users_and_channel_in_turn():
+    # given
+    spec = LoadSpec(
+        url="http://x", api_key="k", users_per_request=3, first_user=10,
+        channel_cycle=("push", "email"),
+    )  # fmt: skip
+    # when
+    first, second = body(spec, 0), body(spec, 1)
+    # then
+    assert first["user_ids"] == [user_id(10), user_id(11), user_id(12)]
+    assert second["user_ids"][0] == user_id(13)
+    assert (first["channels"], second["channels"]) == (["push"], ["email"])
+    assert first["template_vars"] != second["template_vars"]  # never deduplicated
