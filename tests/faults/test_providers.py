@@ -33,7 +33,7 @@ BREAKER = {
 BREAKER_OFF = {
     **BREAKER,
     "NOTIFIER_BREAKER_CONSECUTIVE_FAILURES": "1000000",
-    "NOTIFIER_BREAKER_ERROR_RATE": "1.0",  # more than 100% of calls never fail
+    "NOTIFIER_BREAKER_MIN_CALLS": "1000000",  # the error rate never counts
 }
 
 
