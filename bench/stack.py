@@ -1,6 +1,6 @@
 """The servers and processes a benchmark runs against, all private to it.
 
-:class:`BenchStack` starts PostgreSQL, RabbitMQ and Redis on free ports (``tests/brokers.py``)
+:class:`BenchStack` starts PostgreSQL, RabbitMQ and Redis on free ports (``PrivateServers``)
 and the provider sandbox in this process with every provider answering after ``latency_ms``,
 migrates, loads the demo tenant and issues an API key. The product's processes then run as
 process groups configured by environment, as in production (:meth:`BenchStack.product`: web,
@@ -11,11 +11,9 @@ stopped on exit, on error and on Ctrl-C, and the servers' data directories are r
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,13 +27,10 @@ from kombu import Connection
 
 import celeryconfig
 from bench.usage import PAGE_SIZE, Usage, machine_busy_seconds, process_table, tree_usage
-from notifier.sandbox.providers import providers_from_connection
-from notifier.sandbox.server import SandboxServer
 from notifier.sandbox.store import PROVIDERS
-from tests.brokers import PrivatePostgres, PrivateRabbitMQ, PrivateRedis, free_port
-from tests.faults.stack import ROOT, Process
+from tests.brokers import free_port
+from tests.faults.stack import DATABASE, PrivateServers, Process
 
-DATABASE = "notifier"
 # The rows a benchmark creates; emptied between scenarios so each starts from the same state.
 PIPELINE_TABLES = (
     "notifications_deliveryevent",
@@ -71,7 +66,7 @@ def lane_pools(*, transactional: int = 2, critical: int = 1) -> tuple[Pool, ...]
     )
 
 
-class BenchStack:
+class BenchStack(PrivateServers):
     """``with BenchStack(base, latency_ms=50) as stack: with stack.product(...): ...``"""
 
     def __init__(self, base: Path, *, latency_ms: int, web_threads: int = 1) -> None:
@@ -80,16 +75,13 @@ class BenchStack:
         self.web_threads = web_threads
         self.web_port = free_port()
         self.processes: dict[str, Process] = {}
-        self.api_key = ""
-        self.postgres: PrivatePostgres | None = None
-        self.rabbitmq: PrivateRabbitMQ | None = None
-        self.redis: PrivateRedis | None = None
-        self.sandbox: SandboxServer | None = None
 
     def __enter__(self) -> BenchStack:
         self.base.mkdir(parents=True, exist_ok=True)
         try:
-            self._start_servers()
+            self.start_servers(key_name="bench", scopes=("send", "read"))
+            for provider in PROVIDERS:
+                self.sandbox.set_fault(provider, latency_ms=self.latency_ms)
         except BaseException:
             self.close()
             raise
@@ -98,69 +90,20 @@ class BenchStack:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _start_servers(self) -> None:
-        self.postgres = PrivatePostgres()
-        self.postgres.start()
-        self.postgres.create_database(DATABASE)
-        self.rabbitmq = PrivateRabbitMQ()
-        self.redis = PrivateRedis()
-        self.redis.start()
-        self.sandbox = SandboxServer(state_dir=self.base / "sandbox")
-        self.sandbox.start()
-        for provider in PROVIDERS:
-            self.sandbox.set_fault(provider, latency_ms=self.latency_ms)
-        rabbit = threading.Thread(target=self.rabbitmq.start)  # boots while we migrate
-        rabbit.start()
-        self.manage("migrate", "--noinput")
-        self.manage("load_demo")
-        self.api_key = self.manage(
-            "create_api_key", "--tenant", "demo", "--scope", "send", "--scope", "read",
-            "--name", "bench",
-        ).split()[-1]  # fmt: skip
-        rabbit.join()
-
     def close(self) -> None:
         self.stop_processes()
-        for server in (self.sandbox, self.rabbitmq, self.redis, self.postgres):
-            if server is not None:
-                server.stop()
+        self.stop_servers()
 
     # -- process groups ---------------------------------------------------------------------------
 
     def env(self, settings_module: str = "notifier.settings") -> dict[str, str]:
-        assert self.postgres is not None
-        assert self.rabbitmq is not None
-        assert self.redis is not None
-        assert self.sandbox is not None
-        inherited = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("NOTIFIER_", "DATABASE_", "CELERY_", "REDIS_", "DJANGO_"))
-        }
         return {
-            **inherited,
-            "DJANGO_SETTINGS_MODULE": settings_module,
-            "DATABASE_URL": self.postgres.url(DATABASE),
-            "CELERY_BROKER_URL": self.rabbitmq.url,
-            "REDIS_URL": self.redis.url,
-            "NOTIFIER_PROVIDERS_JSON": json.dumps(
-                providers_from_connection(self.sandbox.connection, timeout=10.0)
-            ),
+            **self.server_env(provider_timeout=10.0, settings_module=settings_module),
             # The per-tenant API quota (100/s by default) would measure itself, not the API.
             "NOTIFIER_API_RATE": "0",
             # One log line per request or task would cost more than some of the work measured.
             "NOTIFIER_LOG_LEVEL": "WARNING",
-            "PYTHONUNBUFFERED": "1",
         }
-
-    def manage(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env(), capture_output=True,
-            text=True, timeout=300,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stdout}\n{done.stderr}")
-        return done.stdout
 
     def spawn(self, name: str, command: list[str], env: dict[str, str]) -> Process:
         process = Process(name, command, env, self.base / f"{name}.log")
@@ -283,7 +226,6 @@ class BenchStack:
 
     def queue_depth(self, queue: str) -> tuple[int, int]:
         """(messages ready, consumers) of ``queue``; (0, 0) if it is not declared yet."""
-        assert self.rabbitmq is not None
         with Connection(self.rabbitmq.url, connect_timeout=5) as connection:
             channel: Any = connection.channel()
             try:
@@ -293,14 +235,12 @@ class BenchStack:
             return int(declared.message_count), int(declared.consumer_count)
 
     def purge_queues(self) -> None:
-        assert self.rabbitmq is not None
         with Connection(self.rabbitmq.url, connect_timeout=5) as connection:
             channel: Any = connection.channel()
             for queue in celeryconfig.task_queues:
                 channel.queue_purge(queue.name)
 
     def connect(self) -> Any:
-        assert self.postgres is not None
         connection = psycopg2.connect(self.postgres.url(DATABASE))
         connection.autocommit = True
         return connection

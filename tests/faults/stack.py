@@ -93,8 +93,82 @@ class Process:
         self.start()
 
 
+class PrivateServers:
+    """PostgreSQL, RabbitMQ and Redis on free ports and the provider sandbox in this process,
+    migrated, with the demo tenant and an API key: what the fault stack and the benchmarks
+    (``bench/stack.py``) both run the product against. A subclass sets ``base`` (where logs
+    and the sandbox's state go) and starts its processes with :meth:`server_env`."""
+
+    base: Path
+    postgres: PrivatePostgres
+    rabbitmq: PrivateRabbitMQ
+    redis: PrivateRedis
+    sandbox: SandboxServer
+    api_key: str
+
+    def start_servers(self, *, key_name: str, scopes: tuple[str, ...]) -> None:
+        self.postgres = PrivatePostgres()
+        self.postgres.start()
+        self.postgres.create_database(DATABASE)
+        self.rabbitmq = PrivateRabbitMQ()
+        self.redis = PrivateRedis()
+        self.redis.start()
+        self.sandbox = SandboxServer(state_dir=self.base / "sandbox")
+        self.sandbox.start()
+        rabbit = threading.Thread(target=self.rabbitmq.start)  # boots while we migrate
+        rabbit.start()
+        self.manage("migrate", "--noinput")
+        self.manage("load_demo")
+        scope_args = [arg for scope in scopes for arg in ("--scope", scope)]
+        self.api_key = self.manage(
+            "create_api_key", "--tenant", "demo", *scope_args, "--name", key_name
+        ).split()[-1]
+        rabbit.join()
+
+    def stop_servers(self) -> None:
+        """Stop whichever servers started (any of them may be missing after a failed start)."""
+        for name in ("sandbox", "rabbitmq", "redis", "postgres"):
+            server = getattr(self, name, None)
+            if server is not None:
+                server.stop()
+
+    def server_env(
+        self,
+        *,
+        provider_timeout: float = PROVIDER_TIMEOUT,
+        settings_module: str = "notifier.settings",
+    ) -> dict[str, str]:
+        """This process's environment, less its own NOTIFIER/DJANGO/... settings, pointing at
+        the private servers and the sandbox's providers."""
+        inherited = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("NOTIFIER_", "DATABASE_", "CELERY_", "REDIS_", "DJANGO_"))
+        }
+        return {
+            **inherited,
+            "DJANGO_SETTINGS_MODULE": settings_module,
+            "DATABASE_URL": self.postgres.url(DATABASE),
+            "CELERY_BROKER_URL": self.rabbitmq.url,
+            "REDIS_URL": self.redis.url,
+            "NOTIFIER_PROVIDERS_JSON": json.dumps(
+                providers_from_connection(self.sandbox.connection, timeout=provider_timeout)
+            ),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def manage(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.server_env(),
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+
 @dataclass
-class Stack:
+class Stack(PrivateServers):
     """Servers and processes for one scenario; ``with Stack(tmp_path) as stack: ...``."""
 
     base: Path
@@ -104,12 +178,7 @@ class Stack:
     planner_concurrency: int = 1
     without: frozenset[str] = frozenset()
     """Processes not to start (``relay``, ``beat``): negative controls take a protection away."""
-    postgres: PrivatePostgres = field(init=False)
-    rabbitmq: PrivateRabbitMQ = field(init=False)
-    redis: PrivateRedis = field(init=False)
-    sandbox: SandboxServer = field(init=False)
     processes: dict[str, Process] = field(default_factory=dict, init=False)
-    api_key: str = field(default="", init=False)
     web_port: int = field(default_factory=free_port, init=False)
 
     def __enter__(self) -> Stack:
@@ -127,23 +196,7 @@ class Stack:
     # -- servers and processes ------------------------------------------------------------------
 
     def _start(self) -> None:
-        self.postgres = PrivatePostgres()
-        self.postgres.start()
-        self.postgres.create_database(DATABASE)
-        self.rabbitmq = PrivateRabbitMQ()
-        self.redis = PrivateRedis()
-        self.redis.start()
-        self.sandbox = SandboxServer(state_dir=self.base / "sandbox")
-        self.sandbox.start()
-        rabbit = threading.Thread(target=self.rabbitmq.start)  # boots while we migrate
-        rabbit.start()
-        self.manage("migrate", "--noinput")
-        self.manage("load_demo")
-        self.api_key = self.manage(
-            "create_api_key", "--tenant", "demo", "--scope", "send", "--scope", "read",
-            "--scope", "manage", "--name", "faults",
-        ).split()[-1]  # fmt: skip
-        rabbit.join()
+        self.start_servers(key_name="faults", scopes=("send", "read", "manage"))
         python = sys.executable
         self.spawn(
             "web",
@@ -177,35 +230,13 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
-        inherited = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("NOTIFIER_", "DATABASE_", "CELERY_", "REDIS_", "DJANGO_"))
-        }
         return {
-            **inherited,
-            "DJANGO_SETTINGS_MODULE": "notifier.settings",
-            "DATABASE_URL": self.postgres.url(DATABASE),
-            "CELERY_BROKER_URL": self.rabbitmq.url,
-            "REDIS_URL": self.redis.url,
-            "NOTIFIER_PROVIDERS_JSON": json.dumps(
-                providers_from_connection(self.sandbox.connection, timeout=PROVIDER_TIMEOUT)
-            ),
+            **self.server_env(),
             "NOTIFIER_DELIVERY_LEASE": str(LEASE),
             "NOTIFIER_RETRY_BASE": "0.2",
             "NOTIFIER_RETRY_CAP": "5",
-            "PYTHONUNBUFFERED": "1",
             **self.env_overrides,
         }
-
-    def manage(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
-            text=True, timeout=300,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stdout}\n{done.stderr}")
-        return done.stdout
 
     def spawn(self, name: str, command: list[str]) -> Process:
         process = Process(name, command, self.env, self.base / f"{name}.log")
@@ -231,10 +262,7 @@ class Stack:
     def close(self) -> None:
         for process in self.processes.values():
             process.stop(timeout=10)
-        for name in ("sandbox", "rabbitmq", "redis", "postgres"):
-            server = getattr(self, name, None)
-            if server is not None:
-                server.stop()
+        self.stop_servers()
 
     # -- the database ledger --------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from kombu import Connection
 import celeryconfig
 from tests.faults.scenarios import assert_each_delivered_once, start_sending
 from tests.faults.stack import DATABASE, LoadClient, Outcome, Stack
+from tests.pipeline.conftest import wait_for
 
 TIME_LIMIT = 4
 USERS = itertools.count(0, 10_000)
@@ -97,14 +98,6 @@ def dead_letter_reasons(stack: Stack) -> dict[str, tuple[str, str]]:
     return found
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.5)
-
-
 @pytest.mark.parametrize(
     "sends",
     [pytest.param(100, id="short"), pytest.param(1000, id="long", marks=pytest.mark.faults)],
@@ -152,10 +145,10 @@ def test_poison_messages_are_dead_lettered_with_their_reason_and_the_rest_flows(
         "task raises": (celeryconfig.PLANNING_QUEUE, "rejected"),
         "hangs (crash loop)": (celeryconfig.PLANNING_QUEUE, "delivery_limit"),
     }
-    wait_until(
+    wait_for(
         lambda: set(poison.values()) <= dead_letter_reasons(stack).keys(),
         timeout=(5 + 2) * (TIME_LIMIT + 10),
-        what="every poison message dead-lettered",
+        interval=0.5,
     )
     holder.close()
     letters = dead_letter_reasons(stack)
@@ -219,14 +212,13 @@ def test_nothing_is_sent_after_it_expires_whatever_stage_holds_it(stack: Stack) 
     def ended(stage: str) -> set[tuple[str, str, int]]:
         return set(settled(stack, stages[stage]))
 
-    wait_until(lambda: ended("planning") == {("notification", "expired", 0)}, 60, "planning")
-    wait_until(lambda: ended("queued") == {("expired", "expired before sending", 0)}, 60, "queued")
-    wait_until(
+    wait_for(lambda: ended("planning") == {("notification", "expired", 0)}, timeout=60)
+    wait_for(lambda: ended("queued") == {("expired", "expired before sending", 0)}, timeout=60)
+    wait_for(
         lambda: (
             {(state, attempts > 0) for state, _, attempts in ended("retry")} == {("expired", True)}
         ),
-        60,
-        "retry",
+        timeout=60,
     )
     stack.sandbox.clear_faults()
     # ... and none of them reached a provider
