@@ -138,13 +138,9 @@ NOTIFIER_DELIVERY_LEASE = env.int("NOTIFIER_DELIVERY_LEASE", default=60)
 # recorded, and by beat after NOTIFIER_ORDER_RETRY seconds at the latest.
 NOTIFIER_ORDER_WINDOW = env.int("NOTIFIER_ORDER_WINDOW", default=120)
 NOTIFIER_ORDER_RETRY = env.float("NOTIFIER_ORDER_RETRY", default=2.0)
-# NEVER in production: the fault harness's negative control (tests/faults) turns off the
-# claim's state check, so that a redelivered message sends again what was sent or is held by
-# another worker, and checks that the harness then counts the duplicates.
-NOTIFIER_UNSAFE_CLAIM_HELD_ROWS = env.bool("NOTIFIER_UNSAFE_CLAIM_HELD_ROWS", default=False)
-# NEVER in production: another negative control; tasks that meet a database outage are
-# dead-lettered at once instead of waiting in the broker for PostgreSQL to come back.
-NOTIFIER_UNSAFE_NO_OUTAGE_RETRY = env.bool("NOTIFIER_UNSAFE_NO_OUTAGE_RETRY", default=False)
+# NEVER in production: protections switched off, by name, for the fault harness's negative
+# controls (tests/faults), which must then see a loss or a duplicate (notifier/core/unsafe.py).
+NOTIFIER_UNSAFE_WITHOUT = frozenset(env.list("NOTIFIER_UNSAFE_WITHOUT", default=[]))
 # Attempts per delivery before it fails, by priority.
 NOTIFIER_MAX_ATTEMPTS = {"critical": 5, "high": 5, "normal": 4, "low": 3}
 # Retry backoff: full jitter over base * 2**attempt seconds, capped.

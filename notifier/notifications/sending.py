@@ -35,6 +35,7 @@ from channels.errors import (
 )
 from channels.registry import registry
 from notifier.content.rendering import TemplateRenderError, render_message, without_values
+from notifier.core import unsafe
 from notifier.notifications.breakers import breakers
 from notifier.notifications.models import Delivery, DeliveryEvent, DeliveryState
 from notifier.notifications.planning import plan_push_fallback
@@ -60,7 +61,8 @@ WHERE d.id = ANY(%(ids)s)
        OR (%(resend)s AND d.state = 'unknown' AND d.unknown_resends = 0
            AND d.notification_id IN (
              SELECT n.id FROM notifications_notification n WHERE n.priority = 'critical')))
-  AND (d.expires_at IS NULL OR d.expires_at > %(now)s)
+  AND (d.expires_at IS NULL OR d.expires_at > %(now)s
+       OR %(unsafe_expiry)s)  -- test-only negative control: no expiry check
   AND NOT EXISTS (
     SELECT 1 FROM recipients_suppression s
     WHERE s.tenant_id = d.tenant_id AND s.channel = d.channel
@@ -141,10 +143,11 @@ _RECORD_ROW = (
 )
 
 # Just before the provider calls of a batch: the claims (fences) still held are dispatched.
+# (%(unsafe)s: the fault harness's negative control, which dispatches stale claims too.)
 _DISPATCH_SQL = """
 UPDATE notifications_delivery AS d SET dispatched_at = %(now)s
 FROM unnest(%(ids)s::bigint[], %(fences)s::integer[]) AS c(id, fence)
-WHERE d.id = c.id AND d.fence = c.fence AND d.state = 'sending'
+WHERE d.id = c.id AND ((d.fence = c.fence AND d.state = 'sending') OR %(unsafe)s)
 RETURNING d.id
 """
 
@@ -214,7 +217,12 @@ def _dispatch(fences: dict[int, int]) -> set[int]:
     with connection.cursor() as cursor:
         cursor.execute(
             _DISPATCH_SQL,
-            {"ids": ids, "fences": [fences[pk] for pk in ids], "now": timezone.now()},
+            {
+                "ids": ids,
+                "fences": [fences[pk] for pk in ids],
+                "now": timezone.now(),
+                "unsafe": unsafe.without("fence"),
+            },
         )
         return {row[0] for row in cursor.fetchall()}
 
@@ -230,7 +238,8 @@ def _claim(ids: list[int], now: datetime, *, resend: bool = False) -> dict[int, 
                 "lease_until": lease_until,
                 "resend": resend,
                 "order_window": settings.NOTIFIER_ORDER_WINDOW,
-                "unsafe": settings.NOTIFIER_UNSAFE_CLAIM_HELD_ROWS,
+                "unsafe": unsafe.without("claim_state"),
+                "unsafe_expiry": unsafe.without("expiry"),
                 "order_wait": ORDER_WAIT_REASON,
             },
         )
@@ -342,7 +351,7 @@ def _call(message: OutboundMessage, delivery: Delivery) -> Outcome:
                 # Busy, not broken: slow down, and let the breaker count it as alive.
                 throttle().penalize(name, exc.retry_after)
             breakers().record(name, ok=isinstance(exc, RateLimited))
-            if exc.outcome_unknown:
+            if exc.outcome_unknown and not unsafe.without("unknown_outcome"):
                 # The provider may have accepted it: never resend blindly (SPEC guarantee 3).
                 return Outcome(
                     DeliveryState.UNKNOWN,

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
+from notifier.core import unsafe
 from notifier.notifications import planning, relay, sending, services, sweeps
 
 # PostgreSQL unreachable (or restarting) is an outage, not a poison message: the task's
@@ -23,7 +24,7 @@ from notifier.notifications import planning, relay, sending, services, sweeps
 MAX_OUTAGE_RETRIES = 60
 RETRY_DURING_DATABASE_OUTAGE: dict[str, Any] = (
     {}
-    if settings.NOTIFIER_UNSAFE_NO_OUTAGE_RETRY  # the fault harness's negative control only
+    if unsafe.without("outage_retry")  # the fault harness's negative control only
     else {
         "autoretry_for": (OperationalError, InterfaceError),
         "retry_backoff": 1,

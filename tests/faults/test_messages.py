@@ -12,6 +12,10 @@ among ordinary traffic, and notifications that expire at each stage of the pipel
   waiting to retry (every email provider failing). Pass: none reaches a provider, each ends
   ``expired`` at the stage that held it, and notifications without an expiry sent meanwhile
   are delivered.
+
+The negative controls switch a protection off and see the check fail: with Celery's own
+consumer an undecodable message is acknowledged away, never dead-lettered; without the claim's
+expiry check, notifications held in their queue reach the provider after they expired.
 """
 
 from __future__ import annotations
@@ -53,10 +57,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
+@pytest.fixture(scope="module")
+def unprotected(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The negative controls' stack: an undecodable message is acknowledged (Celery's own
+    consumer), and the claim does not check ``expires_at``; each control's fault meets one."""
+    with Stack(
+        tmp_path_factory.mktemp("unprotected"),
+        env_overrides={"NOTIFIER_UNSAFE_WITHOUT": "undecodable,expiry"},
+    ) as running:
+        yield running
+
+
 @pytest.fixture(autouse=True)
-def clean_sandbox(stack: Stack) -> None:
-    stack.sandbox.clear_faults()
-    stack.sandbox.clear_messages()
+def clean_sandbox(request: pytest.FixtureRequest) -> None:
+    for name in ("stack", "unprotected"):
+        if name in request.fixturenames:
+            running: Stack = request.getfixturevalue(name)
+            running.sandbox.clear_faults()
+            running.sandbox.clear_messages()
 
 
 # -- poison messages among ordinary traffic ------------------------------------------------------
@@ -158,6 +176,30 @@ def test_poison_messages_are_dead_lettered_with_their_reason_and_the_rest_flows(
     assert_each_delivered_once(stack, "poison messages", outcomes, sends)
 
 
+@pytest.mark.faults
+def test_negative_control_with_celerys_own_consumer_an_undecodable_message_vanishes(
+    unprotected: Stack,
+) -> None:
+    # given Celery's consumer, which acknowledges what it cannot decode
+    email = celeryconfig.delivery_queue_name("transactional", "email")
+
+    # when an undecodable message is published to a work queue
+    task_id = publish_raw(unprotected, email, "notify.deliver.email", b'{"not json')
+
+    # then the worker acknowledges it (logging its body) and it never reaches the dead
+    # letters: gone
+    log = unprotected.base / "sender-0.log"
+    wait_for(lambda: "Can't decode message body" in log.read_text(), timeout=30)
+    assert task_id not in dead_letter_reasons(unprotected)
+    assert queue_depth(unprotected, email) == 0
+
+
+def queue_depth(stack: Stack, queue: str) -> int:
+    with Connection(stack.rabbitmq.url) as connection:
+        channel: Any = connection.default_channel
+        return int(channel.queue_declare(queue, passive=True).message_count)
+
+
 # -- expiry crossing each stage ------------------------------------------------------------------
 
 
@@ -228,3 +270,24 @@ def test_nothing_is_sent_after_it_expires_whatever_stage_holds_it(stack: Stack) 
     # and notifications without an expiry, sent next, are delivered
     after = start_sending(stack, 50, "after", first=next(USERS), wait_for=0)
     assert_each_delivered_once(stack, "expiry at each stage", after.result(timeout=600), 50)
+
+
+@pytest.mark.faults
+def test_negative_control_without_the_claims_expiry_check_queued_ones_are_sent_late(
+    unprotected: Stack,
+) -> None:
+    # given the claim's expiry check switched off, notifications held in their queue past
+    # their expiry, as in the scenario above
+    release = held(unprotected, "sender-0")
+    outcomes, expires_at = expiring(unprotected, 10, seconds=3)
+    time.sleep(max(0.0, (expires_at - datetime.now(UTC)).total_seconds()) + 1)
+    release()
+
+    # then they reach the provider after they expired
+    wait_for(lambda: len(unprotected.sandbox.messages(channel="email")) == 10, timeout=60)
+    sent_at = [
+        datetime.fromisoformat(message["received_at"])
+        for message in unprotected.sandbox.messages(channel="email")
+    ]
+    assert min(sent_at) > expires_at, (sent_at, expires_at)
+    assert {state for state, _, _ in settled(unprotected, outcomes)} <= {"sent", "delivered"}

@@ -12,8 +12,11 @@ from __future__ import annotations
 import os
 import signal
 import time
+from concurrent.futures import Future
+from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg2
 import pytest
 import requests
 
@@ -23,7 +26,8 @@ from tests.faults.scenarios import (
     start_sending,
     wait_for_sends,
 )
-from tests.faults.stack import SENDING_QUEUES, LoadClient, Stack
+from tests.faults.stack import DATABASE, SENDING_QUEUES, LoadClient, Outcome, Stack
+from tests.pipeline.conftest import wait_for
 
 # -- the broker killed under load, down for a while, restarted -----------------------------------
 
@@ -111,7 +115,7 @@ def test_negative_control_without_outage_retries_a_postgres_outage_strands_deliv
     tmp_path: Path,
 ) -> None:
     # given a stack whose tasks dead-letter when the database is away (a test-only setting)
-    unsafe = {"NOTIFIER_UNSAFE_NO_OUTAGE_RETRY": "true"}
+    unsafe = {"NOTIFIER_UNSAFE_WITHOUT": "outage_retry"}
     with Stack(tmp_path / "stack", env_overrides=unsafe) as unprotected:
         running = start_sending(unprotected, 200, "postgres")
 
@@ -149,29 +153,71 @@ def probe_while(stack: Stack, seconds: float) -> list[tuple[int, str | None, flo
 
 # -- Redis killed and away under load ------------------------------------------------------------
 
+# SES may take 5 calls a second, shared by the sender's 2 pool processes through Redis; calls
+# over the limit wait up to a second for a token, then fail over to SMTP.
+SES_RATE = 5
+SES_LIMIT = {
+    "NOTIFIER_PROVIDER_RATE_LIMITS": f'{{"ses": {{"RATE": {SES_RATE}, "BURST": {SES_RATE}}}}}'
+}
+
 
 @pytest.mark.parametrize(
-    ("sends", "outage"),
+    ("stack", "sends", "outage"),
     [
-        pytest.param(200, 5.0, id="short"),
-        pytest.param(1000, 30.0, id="long", marks=pytest.mark.faults),
+        pytest.param({"env_overrides": SES_LIMIT}, 200, 5.0, id="short"),
+        pytest.param({"env_overrides": SES_LIMIT}, 1000, 30.0, id="long", marks=pytest.mark.faults),
     ],
+    indirect=["stack"],
 )
-def test_redis_killed_under_load_sends_each_once_and_suppresses_nothing(
+def test_redis_killed_under_load_sends_each_once_suppresses_nothing_and_limits_hold(
     stack: Stack, sends: int, outage: float
 ) -> None:
     # given clients sending, and the pipeline delivering (breakers, rate limits, quotas in Redis)
     running = start_sending(stack, sends, "redis")
 
     # when Redis is killed (its data gone), stays away, then comes back empty
-    stack.redis.kill()
-    time.sleep(outage)
-    stack.redis.start()
+    ses_calls = during_redis_outage(stack, outage)
     outcomes = running.result(timeout=600)
 
     # then the API kept accepting, and every notification was delivered once: none suppressed
     assert {status for o in outcomes for status in o.statuses} == {202}
     assert_each_delivered_once(stack, "Redis SIGKILL + outage", outcomes, sends)
+    # and SES's rate limit held without Redis: each process kept to its share
+    assert ses_calls <= SES_RATE * outage + SES_RATE, f"{ses_calls} SES calls in {outage} s"
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(
+    "stack",
+    [{"env_overrides": {**SES_LIMIT, "NOTIFIER_WORKER_PROCESSES_HINT": "1"}}],
+    indirect=True,
+)
+def test_negative_control_when_each_process_takes_the_whole_limit_redis_loss_exceeds_it(
+    stack: Stack,
+) -> None:
+    # given the same limit, but each of the 2 sending processes told it is the only one
+    running = start_sending(stack, 500, "redis")
+
+    # when Redis is killed and away, as in the scenario above
+    ses_calls = during_redis_outage(stack, 10.0)
+    running.result(timeout=600)
+
+    # then SES takes about twice its limit while Redis is away
+    assert ses_calls > SES_RATE * 10.0 + SES_RATE, f"{ses_calls} SES calls in 10 s"
+
+
+def during_redis_outage(stack: Stack, seconds: float) -> int:
+    """Kill Redis, keep it away ``seconds``, start it again (empty); returns the calls SES
+    accepted meanwhile."""
+    stack.redis.kill()
+    killed = datetime.now(UTC)
+    time.sleep(seconds)
+    restarted = datetime.now(UTC)
+    stack.redis.start()
+    return sum(
+        killed <= datetime.fromisoformat(message["received_at"]) < restarted
+        for message in stack.sandbox.messages(provider="ses")
+    )
 
 
 # -- API worker processes killed during ingest ----------------------------------------------------
@@ -276,19 +322,21 @@ def test_sending_workers_stopped_and_killed_again_and_again_lose_nothing(
 @pytest.mark.parametrize(
     ("sends", "pauses"),
     [
-        pytest.param(200, 1, id="short"),
+        pytest.param(200, 0, id="short"),
         pytest.param(1000, 4, id="long", marks=pytest.mark.faults),
     ],
 )
 def test_a_worker_paused_past_its_lease_sends_nothing_stale(
     stack: Stack, sends: int, pauses: int
 ) -> None:
-    # given sends in flight at 300 ms a call (leases are 5 s in the stack)
-    running = start_sending(stack, sends, "pause", latency_ms=300, wait_for=0)
-    sender = stack.processes["sender-0"]
+    # given a backlog for the sending worker, at 300 ms a call (leases are 5 s in the stack)
+    running = start_backlog(stack, sends, "pause")
 
-    # when the sending worker is frozen (SIGSTOP) for twice its lease while another takes
-    # over, then resumed: its stale claims must not send or overwrite anything
+    # when the worker claims a batch and is frozen (SIGSTOP) before sending it, another worker
+    # takes the batch over once its lease has lapsed and sends it, and the first is resumed ...
+    stale = pause_between_claim_and_send(stack)
+    # ... and then again at random moments, each time for twice the lease
+    sender = stack.processes["sender-0"]
     for n in range(pauses):
         wait_for_sends(stack, (n + 1) * sends // (pauses + 2))
         sender.signal(signal.SIGSTOP)
@@ -298,7 +346,83 @@ def test_a_worker_paused_past_its_lease_sends_nothing_stale(
         helper.stop()
     outcomes = running.result(timeout=600)
 
-    # then every notification was delivered once, or is in doubt and never resent
+    # then every notification was delivered once, or is in doubt and never resent: the
+    # resumed worker's stale claims were fenced off before it sent them
     assert_each_delivered_once(
         stack, "worker SIGSTOP past lease", outcomes, sends, in_doubt_ok=True
     )
+    assert "claim lapsed before dispatch" in (stack.base / "sender-0.log").read_text(), stale
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(
+    "stack", [{"env_overrides": {"NOTIFIER_UNSAFE_WITHOUT": "fence"}}], indirect=True
+)
+def test_negative_control_without_the_fence_a_resumed_worker_sends_its_stale_claims(
+    stack: Stack,
+) -> None:
+    # given the dispatch's fence check switched off, and the same pause as above
+    running = start_backlog(stack, 200, "pause")
+    pause_between_claim_and_send(stack)
+    outcomes = running.result(timeout=600)
+
+    # then what the resumed worker had claimed reaches the provider a second time
+    report = ledger(stack, "SIGSTOP past lease, fence off", outcomes, drain_for=120)
+    assert report.unattributable > 0, report.table()
+
+
+def start_backlog(stack: Stack, sends: int, run: str) -> Future[list[Outcome]]:
+    """Clients sending while the sending worker is frozen, until some of their notifications
+    wait queued for it; the worker stays frozen."""
+    stack.sandbox.set_fault("ses", latency_ms=300)
+    stack.processes["sender-0"].signal(signal.SIGSTOP)
+    client = LoadClient(stack)
+    running = client.start(client.create_users(sends), run=run)
+    wait_for(lambda: in_state(stack, "queued") >= 20, timeout=60)
+    return running
+
+
+def pause_between_claim_and_send(stack: Stack) -> list[int]:
+    """Resume the frozen sending worker and freeze it again once it claimed deliveries and
+    before it sends them; let a helper worker take them over past their lease, then resume
+    the first. Returns the deliveries it held.
+
+    A lock on ``recipients_device``, which the sender reads right after its claim and the
+    claim itself does not, holds it between the two for as long as it takes to catch it."""
+    sender = stack.processes["sender-0"]
+    holder = psycopg2.connect(stack.postgres.url(DATABASE))
+    holder.cursor().execute("LOCK TABLE recipients_device IN ACCESS EXCLUSIVE MODE")
+    sender.signal(signal.SIGCONT)
+    wait_for(lambda: in_state(stack, "sending", undispatched=True), timeout=30)
+    time.sleep(0.5)  # both pool processes
+    sender.signal(signal.SIGSTOP)
+    stale = [
+        int(pk)
+        for (pk,) in stack.query(
+            "SELECT id FROM notifications_delivery"
+            " WHERE state = 'sending' AND dispatched_at IS NULL"
+        )
+    ]
+    holder.close()
+    helper = stack.spawn("helper", stack.celery_worker("helper", SENDING_QUEUES, 2))
+    wait_for(
+        lambda: stack.query(
+            "SELECT count(*) = %s FROM notifications_delivery"
+            " WHERE id = ANY(%s) AND state IN ('sent', 'delivered')",
+            (len(stale), stale),
+        )[0][0],
+        timeout=60,
+    )
+    sender.signal(signal.SIGCONT)
+    helper.stop()
+    return stale
+
+
+def in_state(stack: Stack, state: str, *, undispatched: bool = False) -> int:
+    """Deliveries in ``state`` (only those not dispatched to a provider, if ``undispatched``)."""
+    ((count,),) = stack.query(
+        "SELECT count(*) FROM notifications_delivery"
+        " WHERE state = %s AND (NOT %s OR dispatched_at IS NULL)",
+        (state, undispatched),
+    )
+    return int(count)

@@ -7,8 +7,10 @@ takes messages and never answers, and a provider that fails for a while.
   resent once its lease lapses, and the duplicate is attributable in its events.
 - *Provider outage*: SES answers 503 for a while. Pass: every notification delivered once
   (SMTP took over), SES called a bounded number of times while failing (its circuit breaker
-  opened), and SES carries the traffic again after it recovers. The negative control turns the
-  breaker off and sees SES called for every send of the outage.
+  opened), and SES carries the traffic again after it recovers.
+
+The negative controls switch each protection off and see the check fail: the breaker off, SES is
+called for every send of the outage; unknown outcomes retried, the hung messages go out twice.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.faults.ledger import Report
 from tests.faults.scenarios import assert_each_delivered_once, ledger, wait_for_sends
 from tests.faults.stack import LoadClient, Outcome, Stack
 
@@ -30,10 +32,14 @@ BREAKER = {
     "NOTIFIER_BREAKER_OPEN_FOR": "2",
     "NOTIFIER_DELIVERY_BATCH": "5",
 }
-BREAKER_OFF = {
+UNPROTECTED = {
     **BREAKER,
+    # the breaker never opens (the error rate never counts) ...
     "NOTIFIER_BREAKER_CONSECUTIVE_FAILURES": "1000000",
-    "NOTIFIER_BREAKER_MIN_CALLS": "1000000",  # the error rate never counts
+    "NOTIFIER_BREAKER_MIN_CALLS": "1000000",
+    # ... and an unknown outcome is retried. Each control's fault touches one of the two: a 503
+    # is a certain failure, never an unknown outcome; four hangs never open a breaker.
+    "NOTIFIER_UNSAFE_WITHOUT": "unknown_outcome",
 }
 
 
@@ -48,10 +54,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
+@pytest.fixture(scope="module")
+def unprotected(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The negative controls' stack: the protections of both scenarios switched off."""
+    with Stack(tmp_path_factory.mktemp("unprotected"), env_overrides=UNPROTECTED) as running:
+        yield running
+
+
 @pytest.fixture(autouse=True)
-def clean_sandbox(stack: Stack) -> None:
-    stack.sandbox.clear_faults()
-    stack.sandbox.clear_messages()
+def clean_sandbox(request: pytest.FixtureRequest) -> None:
+    for name in ("stack", "unprotected"):
+        if name in request.fixturenames:
+            running: Stack = request.getfixturevalue(name)
+            running.sandbox.clear_faults()
+            running.sandbox.clear_messages()
 
 
 # -- a provider that accepts, then hangs ---------------------------------------------------------
@@ -68,18 +84,8 @@ def clean_sandbox(stack: Stack) -> None:
 def test_a_provider_that_accepts_then_hangs_follows_the_unknown_outcome_policy(
     stack: Stack, sends: int, hangs: int, priority: str
 ) -> None:
-    # given clients sending (SES at 50 ms a call)
-    stack.sandbox.set_fault("ses", latency_ms=50)
-    client = LoadClient(
-        stack, notification_type="security_alert" if priority == "critical" else "order_shipped"
-    )
-    running = client.start(client.create_users(sends, first=next(USERS)), run=f"hang-{priority}")
-    wait_for_sends(stack, sends // 10)
-
-    # when SES takes the next messages and never answers (each call times out after 3 s)
-    stack.sandbox.set_fault("ses", hang=True, latency_ms=50, times=hangs)
-    outcomes = running.result(timeout=600)
-    report = ledger(stack, f"SES hangs after accepting ({priority})", outcomes, drain_for=120)
+    # given clients sending, when SES takes some messages and never answers
+    report = accept_then_hang(stack, sends, hangs, priority)
 
     # then nothing is lost, and every hung message is handled by the policy of its priority
     assert report.accepted == sends, report.table()
@@ -95,6 +101,29 @@ def test_a_provider_that_accepts_then_hangs_follows_the_unknown_outcome_policy(
         # never resent: the hung ones stay unknown, each once at the provider
         assert (report.unknown, report.duplicates) == (hangs, 0), report.table()
         assert taken == {1: sends}
+
+
+@pytest.mark.faults
+def test_negative_control_retrying_unknown_outcomes_sends_them_twice(unprotected: Stack) -> None:
+    # given unknown outcomes retried like any transient error, when SES hangs as above
+    report = accept_then_hang(unprotected, 60, 4, "transactional")
+
+    # then the hung ones went to the provider a second time (SMTP, by failover), unattributably
+    assert report.unattributable > 0, report.table()
+
+
+def accept_then_hang(stack: Stack, sends: int, hangs: int, priority: str) -> Report:
+    """Clients sending (SES at 50 ms a call) while SES takes the next ``hangs`` messages and
+    never answers (each call times out after 3 s); the ledger after the drain."""
+    stack.sandbox.set_fault("ses", latency_ms=50)
+    client = LoadClient(
+        stack, notification_type="security_alert" if priority == "critical" else "order_shipped"
+    )
+    running = client.start(client.create_users(sends, first=next(USERS)), run=f"hang-{priority}")
+    wait_for_sends(stack, sends // 10)
+    stack.sandbox.set_fault("ses", hang=True, latency_ms=50, times=hangs)
+    outcomes = running.result(timeout=600)
+    return ledger(stack, f"SES hangs after accepting ({priority})", outcomes, drain_for=120)
 
 
 # -- a provider outage: breaker, failover, recovery ----------------------------------------------
@@ -149,11 +178,10 @@ def test_a_provider_outage_opens_the_breaker_fails_over_and_recovers(
 
 @pytest.mark.faults
 def test_negative_control_without_the_breaker_the_failing_provider_takes_every_call(
-    tmp_path: Path,
+    unprotected: Stack,
 ) -> None:
-    with Stack(tmp_path / "stack", env_overrides=BREAKER_OFF) as unprotected:
-        outcomes, calls = provider_outage(unprotected, 300, 6.0)
-        report = ledger(unprotected, "SES outage, breaker off", outcomes, drain_for=120)
+    outcomes, calls = provider_outage(unprotected, 300, 6.0)
+    report = ledger(unprotected, "SES outage, breaker off", outcomes, drain_for=120)
 
     bound = 5 + 2 * 5 + math.ceil(6.0 / float(BREAKER["NOTIFIER_BREAKER_OPEN_FOR"])) + 1
     assert calls > bound, f"{calls} calls to a failing SES\n{report.table()}"

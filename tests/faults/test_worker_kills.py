@@ -97,7 +97,7 @@ def run(
         "REDIS_URL": redis_server.url,
         "NOTIFIER_DELIVERY_LEASE": "3",
         "NOTIFIER_DELIVERY_BATCH": "5",
-        "NOTIFIER_UNSAFE_CLAIM_HELD_ROWS": "true" if unsafe else "false",
+        "NOTIFIER_UNSAFE_WITHOUT": "claim_state" if unsafe else "",
     }
     sandbox.clear_messages()
     sandbox.clear_faults()
