@@ -153,11 +153,12 @@ def probe_while(stack: Stack, seconds: float) -> list[tuple[int, str | None, flo
 
 # -- Redis killed and away under load ------------------------------------------------------------
 
-# SES may take 5 calls a second, shared by the sender's 2 pool processes through Redis; calls
-# over the limit wait up to a second for a token, then fail over to SMTP.
+# SES may take 5 calls a second, shared by the sender's 2 pool processes through Redis; a call
+# over the limit goes to SMTP at once (no wait for a token), so the limit costs no time.
 SES_RATE = 5
 SES_LIMIT = {
-    "NOTIFIER_PROVIDER_RATE_LIMITS": f'{{"ses": {{"RATE": {SES_RATE}, "BURST": {SES_RATE}}}}}'
+    "NOTIFIER_PROVIDER_RATE_LIMITS": f'{{"ses": {{"RATE": {SES_RATE}, "BURST": {SES_RATE}}}}}',
+    "NOTIFIER_THROTTLE_MAX_WAIT": "0",
 }
 
 
@@ -183,7 +184,9 @@ def test_redis_killed_under_load_sends_each_once_suppresses_nothing_and_limits_h
     assert {status for o in outcomes for status in o.statuses} == {202}
     assert_each_delivered_once(stack, "Redis SIGKILL + outage", outcomes, sends)
     # and SES's rate limit held without Redis: each process kept to its share
-    assert ses_calls <= SES_RATE * outage + SES_RATE, f"{ses_calls} SES calls in {outage} s"
+    bound = SES_RATE * outage + SES_RATE
+    print(f"\nSES calls while Redis was away {outage:.0f} s: {ses_calls} (limit {bound:.0f})")
+    assert ses_calls <= bound
 
 
 @pytest.mark.faults
@@ -203,7 +206,9 @@ def test_negative_control_when_each_process_takes_the_whole_limit_redis_loss_exc
     running.result(timeout=600)
 
     # then SES takes about twice its limit while Redis is away
-    assert ses_calls > SES_RATE * 10.0 + SES_RATE, f"{ses_calls} SES calls in 10 s"
+    bound = SES_RATE * 10.0 + SES_RATE
+    print(f"\nSES calls while Redis was away 10 s, hint 1: {ses_calls} (limit {bound:.0f})")
+    assert ses_calls > bound
 
 
 def during_redis_outage(stack: Stack, seconds: float) -> int:

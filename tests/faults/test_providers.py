@@ -106,13 +106,17 @@ def test_a_provider_that_accepts_then_hangs_follows_the_unknown_outcome_policy(
 @pytest.mark.faults
 def test_negative_control_retrying_unknown_outcomes_sends_them_twice(unprotected: Stack) -> None:
     # given unknown outcomes retried like any transient error, when SES hangs as above
-    report = accept_then_hang(unprotected, 60, 4, "transactional")
+    report = accept_then_hang(
+        unprotected, 60, 4, "transactional", scenario="SES hangs, unknown outcomes retried"
+    )
 
     # then the hung ones went to the provider a second time (SMTP, by failover), unattributably
     assert report.unattributable > 0, report.table()
 
 
-def accept_then_hang(stack: Stack, sends: int, hangs: int, priority: str) -> Report:
+def accept_then_hang(
+    stack: Stack, sends: int, hangs: int, priority: str, *, scenario: str = ""
+) -> Report:
     """Clients sending (SES at 50 ms a call) while SES takes the next ``hangs`` messages and
     never answers (each call times out after 3 s); the ledger after the drain."""
     stack.sandbox.set_fault("ses", latency_ms=50)
@@ -123,7 +127,8 @@ def accept_then_hang(stack: Stack, sends: int, hangs: int, priority: str) -> Rep
     wait_for_sends(stack, sends // 10)
     stack.sandbox.set_fault("ses", hang=True, latency_ms=50, times=hangs)
     outcomes = running.result(timeout=600)
-    return ledger(stack, f"SES hangs after accepting ({priority})", outcomes, drain_for=120)
+    scenario = scenario or f"SES hangs after accepting ({priority})"
+    return ledger(stack, scenario, outcomes, drain_for=120)
 
 
 # -- a provider outage: breaker, failover, recovery ----------------------------------------------
