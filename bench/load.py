@@ -38,6 +38,9 @@ class LoadSpec:
     concurrency: int = 8
     rate: float = 0.0
     """Requests per second, open loop; 0: as fast as ``concurrency`` allows."""
+    user_pool: int = 0
+    """Users come round again after this many (each then gets several notifications, in
+    order); 0: every recipient is a user of their own."""
 
 
 @dataclass
@@ -59,9 +62,12 @@ def template_vars(notification_type: str, tag: str) -> dict[str, Any]:
 
 
 def body(spec: LoadSpec, index: int) -> dict[str, Any]:
-    first = spec.first_user + index * spec.users_per_request
+    first = index * spec.users_per_request
+    numbers = list(range(first, first + spec.users_per_request))
+    if spec.user_pool:
+        numbers = [n % spec.user_pool for n in numbers]
     return {
-        "user_ids": [user_id(n) for n in range(first, first + spec.users_per_request)],
+        "user_ids": [user_id(spec.first_user + n) for n in numbers],
         "notification_type": spec.notification_type,
         "channels": [spec.channel_cycle[index % len(spec.channel_cycle)]],
         "template_vars": template_vars(spec.notification_type, f"{spec.tag}-{index}"),

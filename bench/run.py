@@ -77,6 +77,7 @@ with on a busy 2-core machine (docs/performance.md)."""
 FAN_OUT_DRAIN_SECONDS = 20.0
 PROFILE_SECONDS = 10.0
 E2E_USERS_PER_REQUEST = 50
+ORDER_PER_USER = 5
 INGEST_CONCURRENCY = 4
 
 
@@ -118,6 +119,9 @@ class Bench:
                   higher_is_better=False, note="the sandbox excluded"),
                 f("e2e.mixed_cpu_ms", "CPU per mixed delivery, all processes", "ms",
                   higher_is_better=False, note="the sandbox excluded"),
+                f("order.email", "end to end: email, 5 a user, in order", "deliv/s"),
+                f("order.out_of_order", "order: a user's emails sent out of order", "pairs",
+                  higher_is_better=False),
                 f("fanout.enqueued_s", "fan-out: largest send accepted, planned, enqueued",
                   "s", higher_is_better=False),
                 f("fanout.enqueued_rate", "fan-out: recipients enqueued/s", "recip/s",
@@ -157,12 +161,33 @@ class Bench:
             if "e2e" in only:
                 for channel in ("push", "sms", "mixed"):
                     self.e2e(channel, s.deliveries, 0, naive=False)
+            if "order" in only:
+                self.order()
             if "isolation" in only:
                 self.isolation()
             if "fanout" in only:
                 self.fan_out()
             if "cost" in only:
                 self.cost_curve()
+
+    def order(self) -> None:
+        """Email to users who each get ORDER_PER_USER notifications: the price of keeping a
+        user's sends in order, and how many still left out of order."""
+        deliveries = self.sizes.deliveries
+        result = self.detail(
+            "order.email",
+            scenarios.end_to_end(
+                self.stack,
+                self.spec(
+                    requests=deliveries // E2E_USERS_PER_REQUEST,
+                    users_per_request=E2E_USERS_PER_REQUEST,
+                    user_pool=deliveries // ORDER_PER_USER, tag="order",
+                ),
+            ),
+        )  # fmt: skip
+        self.record("order.email", result["deliveries_per_s"])
+        self.record("order.out_of_order", result["out_of_order"])
+        self.figures["order.out_of_order"].note = f"of {result['user_pairs']:,} pairs"
 
     def isolation(self) -> None:
         s = self.sizes
@@ -319,7 +344,7 @@ class Bench:
                 self.e2e("mixed", self.sizes.naive_deliveries, 0, naive=True)
 
 
-SCENARIOS = ("ingest", "e2e", "isolation", "fanout", "cost")
+SCENARIOS = ("ingest", "e2e", "order", "isolation", "fanout", "cost")
 SCALAR_SIZES = tuple(name for name, kind in Sizes.__annotations__.items() if kind == "int")
 
 

@@ -180,6 +180,7 @@ def end_to_end(stack: BenchStack, spec: LoadSpec, *, lane: str | None = None) ->
         # A delivery that failed fast would flatter the rate: the figure counts sends only.
         raise RuntimeError(f"{expected} deliveries expected sent, found {states}")
     times = sent_times(stack, lane)
+    pairs, out_of_order = order_counts(stack)
     cpu, rss = usage_between(before, after, ended - started)
     stack.reset()
     seconds = ended - started
@@ -201,8 +202,24 @@ def end_to_end(stack: BenchStack, spec: LoadSpec, *, lane: str | None = None) ->
         "deliveries": expected,
         "deliveries_per_s": drain.sustained_per_s,
         "overall_per_s": expected / drain.last_sent_after_s,
+        "user_pairs": pairs,
+        "out_of_order": out_of_order,
         **asdict(drain),
     }
+
+
+def order_counts(stack: BenchStack) -> tuple[int, int]:
+    """Pairs of one user's sends on one channel and lane, and how many of them left in the
+    opposite order to their acceptance (SPEC guarantee 10, best effort)."""
+    ((pairs, inverted),) = stack.query(
+        "SELECT count(*), count(*) FILTER (WHERE p.sent_at > d.sent_at)"
+        " FROM notifications_delivery d JOIN notifications_delivery p"
+        " ON p.tenant_id = d.tenant_id AND p.user_id = d.user_id"
+        " AND p.channel = d.channel AND p.lane = d.lane"
+        " AND (p.accepted_at, p.notification_id) < (d.accepted_at, d.notification_id)"
+        " WHERE d.sent_at IS NOT NULL AND p.sent_at IS NOT NULL"
+    )
+    return int(pairs), int(inverted)
 
 
 # -- isolation ------------------------------------------------------------------------------------

@@ -168,7 +168,7 @@ def run(
     ("sends", "kills"),
     [
         pytest.param(150, 3, id="short"),
-        pytest.param(2000, 10, id="long", marks=pytest.mark.faults),
+        pytest.param(600, 5, id="long", marks=pytest.mark.faults),
     ],
 )
 @pytest.mark.usefixtures("alerts")

@@ -81,3 +81,15 @@ def test_a_request_body_takes_its_users_and_channel_in_turn():
     assert second["user_ids"][0] == user_id(13)
     assert (first["channels"], second["channels"]) == (["push"], ["email"])
     assert first["template_vars"] != second["template_vars"]  # never deduplicated
+
+
+def test_a_user_pool_brings_the_same_users_round_again():
+    # given 3 users a request from a pool of 4
+    spec = LoadSpec(url="http://x", api_key="k", users_per_request=3, first_user=10, user_pool=4)
+    # when
+    bodies = [body(spec, index)["user_ids"] for index in range(4)]
+    # then each user gets 3 of the 12 notifications
+    assert bodies[0] == [user_id(10), user_id(11), user_id(12)]
+    assert bodies[1] == [user_id(13), user_id(10), user_id(11)]
+    every = [user for users in bodies for user in users]
+    assert sorted(every) == sorted([user_id(n) for n in range(10, 14)] * 3)
