@@ -1,7 +1,10 @@
-"""Planning rules on the real database: caps, deduplication, locales, idempotence."""
+"""Planning rules on the real database: caps, deduplication, locales, idempotence, address
+keys, chunks."""
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import astuple
 from typing import Any
 
 import pytest
@@ -10,8 +13,14 @@ from django.utils import timezone
 from notifier.content.models import NotificationType
 from notifier.core.enums import Category, Channel, Priority
 from notifier.notifications import planning, services
-from notifier.notifications.models import Delivery, DeliveryState, Notification
-from notifier.recipients.models import Recipient
+from notifier.notifications.models import (
+    Delivery,
+    DeliveryEvent,
+    DeliveryState,
+    Notification,
+    OutboxMessage,
+)
+from notifier.recipients.models import Recipient, Suppression
 from notifier.recipients.services import register_device
 from notifier.tenancy.models import Tenant
 from tests.factories import NotificationTypeFactory, RecipientFactory, published_template
@@ -138,3 +147,106 @@ def test_template_locale_falls_back_to_language_then_english(
 
     assert delivery.template_version is not None
     assert delivery.template_version.template.locale == expected
+
+
+def test_saving_an_address_saves_its_suppression_key(tenant: Tenant) -> None:
+    # given
+    bob = RecipientFactory.create(tenant=tenant, email="Bob@Example.COM", phone="+1 415 555 0199")
+    # then
+    assert (bob.email_key, bob.phone_key) == ("bob@example.com", "+14155550199")
+
+    # when: only the email is saved, as update_or_create saves what changed
+    bob.email = "Robert@Example.com"
+    bob.save(update_fields=["email"])
+    # then
+    bob.refresh_from_db()
+    assert (bob.email_key, bob.phone_key) == ("robert@example.com", "+14155550199")
+
+    # when: no address, or an invalid one
+    bob.email, bob.phone = "", "not a number"
+    bob.save()
+    # then
+    bob.refresh_from_db()
+    assert (bob.email_key, bob.phone_key) == ("", "")
+
+
+def test_an_address_changed_without_its_key_is_checked_as_it_is_now(
+    tenant: Tenant, ada: Recipient
+) -> None:
+    # given: ada's address changes behind save()'s back, to a suppressed one
+    make_type(tenant, "t", default_channels=[Channel.EMAIL])
+    Suppression.objects.create(
+        tenant=tenant, channel=Channel.EMAIL, address="ada.new@example.com", reason="manual"
+    )
+    Recipient.objects.filter(pk=ada.pk).update(email="Ada.New@Example.com")
+    ada.refresh_from_db()
+    assert ada.email_key is None  # forgotten by the database, not left stale
+
+    # when
+    (delivery,) = plan(tenant, "t")
+
+    # then
+    assert delivery.state == DeliveryState.SUPPRESSED
+    assert delivery.reason == "address is on the suppression list"
+    assert delivery.address_key == "ada.new@example.com"
+
+
+@pytest.mark.parametrize("written", ["saved", "updated"])
+def test_an_invalid_address_fails_whether_its_key_is_stored_or_not(
+    tenant: Tenant, ada: Recipient, written: str
+) -> None:
+    # given
+    make_type(tenant, "t", default_channels=[Channel.EMAIL])
+    if written == "saved":
+        ada.email = "ada@@example.com"
+        ada.save()
+    else:
+        Recipient.objects.filter(pk=ada.pk).update(email="ada@@example.com")
+
+    # when
+    (delivery,) = plan(tenant, "t")
+
+    # then
+    assert (delivery.state, delivery.reason) == ("failed", "invalid email address")
+    assert delivery.address_key == ""
+
+
+def test_a_large_notification_is_planned_in_chunks_everyone_once(tenant: Tenant) -> None:
+    # given: 23 users (every third without a device, one unknown), planned 4 at a time
+    make_type(tenant, "t", default_channels=[Channel.PUSH, Channel.EMAIL])
+    user_ids = [f"user-{n}" for n in range(23)]
+    for n, user_id in enumerate(user_ids[:-1]):
+        recipient = RecipientFactory.create(tenant=tenant, user_id=user_id)
+        if n % 3:
+            register_device(recipient=recipient, token=f"token-{n}", platform="android")
+    outcome = services.accept_notification(
+        tenant=tenant,
+        request=services.SendRequest(
+            user_ids=user_ids, notification_type="t", template_vars={"n": 1}
+        ),
+    )
+    notification_id = outcome.body["notification_id"]
+
+    # when
+    batches = planning.plan_notification(
+        notification_id=notification_id, now=timezone.now(), batch_size=5, chunk_size=4
+    )
+
+    # then: one delivery per user and channel, in request order, each with its event
+    deliveries = list(Delivery.objects.filter(notification_id=notification_id).order_by("id"))
+    assert [(d.user_id, d.channel) for d in deliveries] == [
+        (user_id, channel) for user_id in user_ids for channel in ("push", "email")
+    ]
+    assert Counter(d.state for d in deliveries) == {"queued": 14 + 22, "failed": 8 + 1 + 1}
+    events = DeliveryEvent.objects.filter(delivery__notification_id=notification_id)
+    assert sorted((e.delivery_id, e.state, e.reason) for e in events) == [
+        (d.pk, d.state, d.reason) for d in deliveries
+    ]
+    # the batches are those of the whole notification at once, each staged once
+    queued = [(d.lane, d.channel, d.pk) for d in deliveries if d.state == DeliveryState.QUEUED]
+    expected = planning.split_batches(queued, batch_size=5)
+    assert sorted(map(astuple, batches)) == sorted(map(astuple, expected))
+    staged = OutboxMessage.objects.filter(topic="deliveries.queued")
+    assert sorted(tuple(m.payload["delivery_ids"]) for m in staged) == sorted(
+        tuple(b.delivery_ids) for b in expected
+    )
