@@ -9,9 +9,10 @@ row) cost more than the decisions themselves.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, time
 
 from django.db import connection
@@ -156,8 +157,9 @@ def suppressed_keys(
 
 # One statement writes a chunk's deliveries (with the notification's own columns and the
 # model's defaults) and the first event of each, and answers the queued ones as
-# (lane, channel, id) in planning order: the rows come out of unnest in order, so their ids
-# rise in that order.
+# (lane, channel, id) in planning order: the rows come out of the JSON array in order, so their
+# ids rise in that order. The rows travel as one JSON document: PostgreSQL parses it faster
+# than psycopg2 quotes (and PostgreSQL parses) one array element per value.
 _WRITE_SQL = """
 WITH planned AS (
     INSERT INTO notifications_delivery (
@@ -173,16 +175,12 @@ WITH planned AS (
            CASE WHEN d.state = ANY(%(ended)s) THEN %(failed_at)s::timestamptz END,
            '', '', 0, 0, 0, '',
            %(written_at)s, %(written_at)s
-    FROM unnest(
-        %(user_ids)s::text[], %(channels)s::text[], %(states)s::text[], %(reasons)s::text[],
-        %(recipient_ids)s::bigint[], %(destinations)s::text[], %(address_keys)s::text[],
-        %(device_ids)s::bigint[], %(template_version_ids)s::bigint[],
-        %(next_attempts)s::timestamptz[]
-    ) WITH ORDINALITY AS d(
-        user_id, channel, state, reason, recipient_id, destination, address_key, device_id,
-        template_version_id, next_attempt_at, ordinal
-    )
-    ORDER BY d.ordinal
+    FROM ROWS FROM (json_to_recordset(%(deliveries)s::json) AS (
+        user_id text, channel text, state text, reason text, recipient_id bigint,
+        destination text, address_key text, device_id bigint, template_version_id bigint,
+        next_attempt_at timestamptz
+    )) WITH ORDINALITY AS d
+    ORDER BY d.ordinality
     RETURNING id, lane, channel, state, reason
 ), events AS (
     INSERT INTO notifications_deliveryevent (
@@ -192,6 +190,7 @@ WITH planned AS (
 )
 SELECT lane, channel, id FROM planned WHERE state = %(queued)s ORDER BY id
 """
+_COLUMNS = [field.name for field in fields(PlannedDelivery)]
 
 
 def write_deliveries(
@@ -206,6 +205,7 @@ def write_deliveries(
     ones get ``failed_at``. Returns the queued ones as (lane, channel, id), in order."""
     if not deliveries:
         return []
+    rows = [{name: getattr(d, name) for name in _COLUMNS} for d in deliveries]
     written_at = timezone.now()  # what auto_now_add and auto_now would write
     with connection.cursor() as cursor:
         cursor.execute(
@@ -226,19 +226,17 @@ def write_deliveries(
                 ],
                 "failed_at": failed_at,
                 "written_at": written_at,
-                "user_ids": [d.user_id for d in deliveries],
-                "channels": [d.channel for d in deliveries],
-                "states": [d.state for d in deliveries],
-                "reasons": [d.reason for d in deliveries],
-                "recipient_ids": [d.recipient_id for d in deliveries],
-                "destinations": [d.destination for d in deliveries],
-                "address_keys": [d.address_key for d in deliveries],
-                "device_ids": [d.device_id for d in deliveries],
-                "template_version_ids": [d.template_version_id for d in deliveries],
-                "next_attempts": [d.next_attempt_at for d in deliveries],
+                "deliveries": json.dumps(rows, default=_isoformat),
                 "code": code,
                 "now": now,
                 "queued": DeliveryState.QUEUED,
             },
         )
         return [(lane, channel, pk) for lane, channel, pk in cursor.fetchall()]
+
+
+def _isoformat(value: object) -> str:
+    """Datetimes for JSON, to the microsecond (DjangoJSONEncoder drops the last three digits)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
