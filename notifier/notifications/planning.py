@@ -82,10 +82,12 @@ def plan_notification(
         versions = _published_versions(notification, extra_channels=fallbacks)
         batches = _Batches(batch_size=batch_size)
         staged: list[Batch] = []
-        user_ids = (
-            notification.recipients.order_by("position")
-            .values_list("user_id", flat=True)
-            .iterator(chunk_size=chunk_size)
+        in_order = notification.recipients.order_by("position").values_list("user_id", flat=True)
+        # Beyond a chunk, a server-side cursor: never every user id in memory at once.
+        user_ids: Iterable[str] = (
+            in_order.iterator(chunk_size=chunk_size)
+            if notification.recipient_count > chunk_size
+            else in_order
         )
         for chunk in batched(user_ids, chunk_size):
             planned = _plan(notification, chunk, fallbacks, versions, now)
