@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import astuple
+from datetime import time
 from typing import Any
 
 import pytest
@@ -20,7 +21,14 @@ from notifier.notifications.models import (
     Notification,
     OutboxMessage,
 )
-from notifier.recipients.models import Recipient, Suppression
+from notifier.recipients.models import (
+    ChannelPreference,
+    Device,
+    QuietHours,
+    Recipient,
+    Suppression,
+    TypePreference,
+)
 from notifier.recipients.services import register_device
 from notifier.tenancy.models import Tenant
 from tests.factories import NotificationTypeFactory, RecipientFactory, published_template
@@ -44,17 +52,19 @@ def make_type(tenant: Tenant, key: str, **fields: Any) -> NotificationType:
     return notification_type
 
 
-def plan(tenant: Tenant, key: str, n: object = 1, **request: Any) -> list[Delivery]:
-    """Accept a notification to ada and plan it; return its deliveries."""
+def plan(
+    tenant: Tenant, key: str, n: object = 1, user_ids: tuple[str, ...] = ("ada",), **request: Any
+) -> list[Delivery]:
+    """Accept a notification (to ada unless told) and plan it; return its deliveries in order."""
     outcome = services.accept_notification(
         tenant=tenant,
         request=services.SendRequest(
-            user_ids=["ada"], notification_type=key, template_vars={"n": n}, **request
+            user_ids=user_ids, notification_type=key, template_vars={"n": n}, **request
         ),
     )
     notification_id = outcome.body["notification_id"]
     planning.plan_notification(notification_id=notification_id, now=timezone.now(), batch_size=50)
-    return list(Delivery.objects.filter(notification_id=notification_id))
+    return list(Delivery.objects.filter(notification_id=notification_id).order_by("id"))
 
 
 def states(deliveries: list[Delivery]) -> list[str]:
@@ -147,6 +157,56 @@ def test_template_locale_falls_back_to_language_then_english(
 
     assert delivery.template_version is not None
     assert delivery.template_version.template.locale == expected
+
+
+def test_each_user_gets_what_their_preferences_devices_and_quiet_hours_say(
+    tenant: Tenant, ada: Recipient
+) -> None:
+    # given
+    notification_type = make_type(tenant, "t", default_channels=[Channel.PUSH, Channel.EMAIL])
+    # ada: email on as a channel, off for this type (the type's choice wins)
+    ChannelPreference.objects.create(recipient=ada, channel=Channel.EMAIL, enabled=True)
+    TypePreference.objects.create(
+        recipient=ada, notification_type=notification_type, channel=Channel.EMAIL, enabled=False
+    )
+    # bob: push off as a channel, on for this type; two active devices and a dead one
+    bob = RecipientFactory.create(tenant=tenant, user_id="bob", email="bob@example.com")
+    ChannelPreference.objects.create(recipient=bob, channel=Channel.PUSH, enabled=False)
+    TypePreference.objects.create(
+        recipient=bob, notification_type=notification_type, channel=Channel.PUSH, enabled=True
+    )
+    for token in ("token-bob-1", "token-bob-dead", "token-bob-2"):
+        register_device(recipient=bob, token=token, platform="android")
+    Device.objects.filter(token="token-bob-dead").update(active=False)
+    # cy: in her quiet hours now, no device
+    cy = RecipientFactory.create(tenant=tenant, user_id="cy", email="cy@example.com")
+    hour = timezone.now().hour
+    QuietHours.objects.create(
+        recipient=cy, start=time((hour + 23) % 24), end=time((hour + 1) % 24), timezone="UTC"
+    )
+
+    # when
+    deliveries = plan(tenant, "t", user_ids=("ada", "bob", "cy", "ghost"))
+
+    # then
+    assert [(d.user_id, d.channel, d.destination, d.state, d.reason) for d in deliveries] == [
+        ("ada", "push", "token-ada", "queued", ""),
+        ("ada", "email", "", "suppressed", "opted out of email for t"),
+        ("bob", "push", "token-bob-1", "queued", ""),
+        ("bob", "push", "token-bob-2", "queued", ""),
+        ("bob", "email", "bob@example.com", "queued", ""),
+        ("cy", "push", "", "failed", "no active device"),
+        ("cy", "email", "cy@example.com", "deferred", "quiet hours"),
+        ("ghost", "push", "", "failed", "unknown user"),
+        ("ghost", "email", "", "failed", "unknown user"),
+    ]
+    assert deliveries[6].next_attempt_at is not None
+    assert {d.state: d.failed_at is not None for d in deliveries} == {
+        "queued": False,
+        "deferred": False,
+        "suppressed": True,
+        "failed": True,
+    }
 
 
 def test_saving_an_address_saves_its_suppression_key(tenant: Tenant) -> None:
