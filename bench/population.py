@@ -2,7 +2,8 @@
 
 Creating a million users through the API would benchmark the users endpoint, not sending; the
 rows are the ones ``PUT /api/v1/users/{id}`` and ``POST .../devices`` would write: an email
-address, an E.164 number and one Android device (FCM) per user. ``b<n>`` is user n.
+address, an E.164 number (each with its suppression key, which is the address itself: both are
+already in normalized form) and one Android device (FCM) per user. ``b<n>`` is user n.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ CHUNK = 50_000
 
 def user_id(n: int) -> str:
     return f"b{n}"
+
+
+def email(n: int) -> str:
+    return f"{user_id(n)}@bench.example.com"
 
 
 def phone(n: int) -> str:
@@ -33,13 +38,13 @@ def seed_users(connection: Any, *, start: int, count: int) -> None:
             users = io.StringIO()
             for n in range(first, last):
                 users.write(
-                    f"{tenant_id}\t{user_id(n)}\t{user_id(n)}@bench.example.com\t"
-                    f"{phone(n)}\tUTC\ten\t{{}}\tnow\tnow\n"
+                    f"{tenant_id}\t{user_id(n)}\t{email(n)}\t{email(n)}\t{phone(n)}\t{phone(n)}\t"
+                    "UTC\ten\t{}\tnow\tnow\n"
                 )
             users.seek(0)
             cursor.copy_expert(
-                "COPY recipients_recipient (tenant_id, user_id, email, phone, timezone, locale,"
-                " attributes, created_at, updated_at) FROM STDIN",
+                "COPY recipients_recipient (tenant_id, user_id, email, email_key, phone, phone_key,"
+                " timezone, locale, attributes, created_at, updated_at) FROM STDIN",
                 users,
             )
             cursor.execute(

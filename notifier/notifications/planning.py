@@ -5,34 +5,47 @@ is checked against the user's preferences (type × channel, else channel), the s
 list and quiet hours. Every outcome is a delivery row with a state and a reason, so support
 can see why a channel was skipped. Rows are written in bulk, in the transaction that marks the
 notification planned: planning twice (a redelivered message) finds it planned and does nothing.
+
+Users are planned in chunks, so memory stays flat however many a notification has; each
+chunk is read and written in bulk (``planning_rows``), with the addresses' suppression keys
+stored with them (``Recipient.email_key``) rather than normalized again.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import batched
 from uuid import UUID
 
 from django.db import transaction
 
-from channels.errors import InvalidAddress
 from notifier.content import selectors as content_selectors
 from notifier.content.models import TemplateVersion
 from notifier.core.enums import Channel, Priority
 from notifier.notifications import limits, relay
 from notifier.notifications.models import (
     Delivery,
-    DeliveryEvent,
     DeliveryState,
     Notification,
     NotificationStatus,
 )
+from notifier.notifications.planning_rows import (
+    Addressee,
+    PlannedDelivery,
+    Target,
+    read_addressees,
+    suppressed_keys,
+    write_deliveries,
+)
 from notifier.notifications.quiet_hours import QuietWindow, quiet_until
-from notifier.notifications.routing import lane_for
-from notifier.recipients.models import Recipient, Suppression
-from notifier.recipients.services import suppression_key
+from notifier.recipients.models import Device
+
+# Users read, decided and written together. 1,000 (the API's most per request) plans a
+# request's users with one set of queries; a larger notification goes 1,000 users at a time.
+CHUNK_SIZE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,14 +57,9 @@ class Batch:
     delivery_ids: list[int]
 
 
-@dataclass(frozen=True, slots=True)
-class _Target:
-    channel: str
-    destination: str
-    device_id: int | None
-
-
-def plan_notification(*, notification_id: UUID, now: datetime, batch_size: int) -> list[Batch]:
+def plan_notification(
+    *, notification_id: UUID, now: datetime, batch_size: int, chunk_size: int = CHUNK_SIZE
+) -> list[Batch]:
     """Create the deliveries of a queued notification and stage their messages; return the
     batches staged."""
     with transaction.atomic():
@@ -70,30 +78,26 @@ def plan_notification(*, notification_id: UUID, now: datetime, batch_size: int) 
             notification.status = NotificationStatus.EXPIRED
             notification.save(update_fields=["status"])
             return []
-        deliveries = _plan(notification, now)
-        for delivery in deliveries:
-            if delivery.state in (
-                DeliveryState.FAILED,
-                DeliveryState.SUPPRESSED,
-                DeliveryState.DEDUPLICATED,
-            ):
-                delivery.failed_at = now
-        Delivery.objects.bulk_create(deliveries)
-        DeliveryEvent.objects.bulk_create(
-            DeliveryEvent(
-                delivery=d, state=d.state, code="planned", reason=d.reason, occurred_at=now
-            )
-            for d in deliveries
+        fallbacks = _fallback_channels(notification)
+        versions = _published_versions(notification, extra_channels=fallbacks)
+        batches = _Batches(batch_size=batch_size)
+        staged: list[Batch] = []
+        in_order = notification.recipients.order_by("position").values_list("user_id", flat=True)
+        # Beyond a chunk, a server-side cursor: never every user id in memory at once.
+        user_ids: Iterable[str] = (
+            in_order.iterator(chunk_size=chunk_size)
+            if notification.recipient_count > chunk_size
+            else in_order
         )
+        for chunk in batched(user_ids, chunk_size):
+            planned = _plan(notification, chunk, fallbacks, versions, now)
+            queued = write_deliveries(notification, planned, now=now, code="planned", failed_at=now)
+            # Their messages are outbox rows of this transaction: never queued rows without one.
+            staged += _stage(batches.add(queued))
+        staged += _stage(batches.rest())
         notification.status = NotificationStatus.PLANNED
         notification.save(update_fields=["status"])
-        batches = split_batches(
-            ((d.lane, d.channel, d.pk) for d in deliveries if d.state == DeliveryState.QUEUED),
-            batch_size=batch_size,
-        )
-        # Their messages are outbox rows of this transaction: never queued rows without one.
-        relay.stage_deliveries(batches)
-    return batches
+    return staged
 
 
 def split_batches(deliveries: Iterable[tuple[str, str, int]], *, batch_size: int) -> list[Batch]:
@@ -106,7 +110,7 @@ def split_batches(deliveries: Iterable[tuple[str, str, int]], *, batch_size: int
         grouped[(lane, channel)].append(delivery_id)
     batches = []
     for (lane, channel), ids in grouped.items():
-        size = 1 if lane == "critical" else batch_size
+        size = _size(lane, batch_size)
         batches += [
             Batch(lane=lane, channel=channel, delivery_ids=ids[start : start + size])
             for start in range(0, len(ids), size)
@@ -114,38 +118,68 @@ def split_batches(deliveries: Iterable[tuple[str, str, int]], *, batch_size: int
     return batches
 
 
-def _plan(notification: Notification, now: datetime) -> list[Delivery]:
-    user_ids = list(notification.recipients.order_by("position").values_list("user_id", flat=True))
-    recipients = {
-        r.user_id: r
-        for r in Recipient.objects.filter(tenant_id=notification.tenant_id, user_id__in=user_ids)
-        .select_related("quiet_hours")
-        .prefetch_related("devices", "channel_preferences", "type_preferences")
-    }
-    fallbacks = _fallback_channels(notification)
-    versions = _published_versions(notification, extra_channels=fallbacks)
-    targets = {
-        user_id: _targets(recipients[user_id], [*notification.channels, *fallbacks])
-        for user_id in user_ids
-        if user_id in recipients
-    }
-    suppressed = _suppressed(notification, targets.values())
+def _size(lane: str, batch_size: int) -> int:
+    return 1 if lane == "critical" else batch_size
+
+
+class _Batches:
+    """``split_batches`` fed one chunk at a time: each batch holds what ``split_batches`` over
+    the whole notification would put in it; full ones are handed out as they fill."""
+
+    def __init__(self, *, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.open: dict[tuple[str, str], list[int]] = {}
+
+    def add(self, deliveries: Iterable[tuple[str, str, int]]) -> list[Batch]:
+        full: list[Batch] = []
+        for lane, channel, delivery_id in deliveries:
+            ids = self.open.setdefault((lane, channel), [])
+            ids.append(delivery_id)
+            if len(ids) == _size(lane, self.batch_size):
+                full.append(Batch(lane=lane, channel=channel, delivery_ids=ids))
+                self.open[(lane, channel)] = []
+        return full
+
+    def rest(self) -> list[Batch]:
+        batches = [
+            Batch(lane=lane, channel=channel, delivery_ids=ids)
+            for (lane, channel), ids in self.open.items()
+            if ids
+        ]
+        self.open = {}
+        return batches
+
+
+def _stage(batches: list[Batch]) -> list[Batch]:
+    relay.stage_deliveries(batches)
+    return batches
+
+
+def _plan(
+    notification: Notification,
+    user_ids: Sequence[str],
+    fallbacks: list[str],
+    versions: dict[tuple[str, str], TemplateVersion],
+    now: datetime,
+) -> list[PlannedDelivery]:
+    recipients = read_addressees(notification, user_ids, [*notification.channels, *fallbacks])
+    suppressed = suppressed_keys(notification, recipients.values())
     over_cap = limits.capped(notification, user_ids, now)
     repeated = limits.duplicates(notification, user_ids, now)
 
-    deliveries: list[Delivery] = []
+    deliveries: list[PlannedDelivery] = []
     for user_id in user_ids:
         recipient = recipients.get(user_id)
         if recipient is None:
             deliveries += [
-                _delivery(notification, user_id, channel, DeliveryState.FAILED, "unknown user")
+                PlannedDelivery(user_id, channel, DeliveryState.FAILED, "unknown user")
                 for channel in notification.channels
             ]
             continue
         defer_until = _quiet_until(recipient, notification, now)
         for channel in notification.channels:
             reason = _opted_out(recipient, notification, channel)
-            channel_targets = [t for t in targets[user_id] if t.channel == channel]
+            channel_targets = [t for t in recipient.targets if t.channel == channel]
             if reason is None and not channel_targets:
                 reason = {
                     Channel.EMAIL: "no email address",
@@ -154,22 +188,21 @@ def _plan(notification: Notification, now: datetime) -> list[Delivery]:
                 }[Channel(channel)]
             if reason is not None:
                 state = DeliveryState.SUPPRESSED if "opted out" in reason else DeliveryState.FAILED
-                fallback: list[Delivery] = []
+                fallback: list[PlannedDelivery] = []
                 if channel == Channel.PUSH and not channel_targets:
                     fallback = _fallback(
-                        notification, recipient, targets[user_id], fallbacks, versions,
+                        notification, recipient, fallbacks, versions,
                         suppressed=suppressed, defer_until=defer_until,
                         reason="fallback: no active push device",
                     )  # fmt: skip
                 if fallback:
                     reason += f"; fell back to {fallback[0].channel}"
-                deliveries += [_delivery(notification, user_id, channel, state, reason), *fallback]
+                deliveries += [PlannedDelivery(user_id, channel, state, reason), *fallback]
                 continue
             if (user_id, channel) in repeated:
                 window = notification.notification_type.dedup_window
                 deliveries.append(
-                    _delivery(
-                        notification,
+                    PlannedDelivery(
                         user_id,
                         channel,
                         DeliveryState.DEDUPLICATED,
@@ -179,23 +212,14 @@ def _plan(notification: Notification, now: datetime) -> list[Delivery]:
                 continue
             if (user_id, channel) in over_cap:
                 deliveries.append(
-                    _delivery(
-                        notification,
-                        user_id,
-                        channel,
-                        DeliveryState.SUPPRESSED,
-                        over_cap[(user_id, channel)],
+                    PlannedDelivery(
+                        user_id, channel, DeliveryState.SUPPRESSED, over_cap[(user_id, channel)]
                     )
                 )
                 continue
             deliveries += [
                 _target_delivery(
-                    notification,
-                    recipient,
-                    target,
-                    versions,
-                    suppressed=suppressed,
-                    defer_until=defer_until,
+                    recipient, target, versions, suppressed=suppressed, defer_until=defer_until
                 )
                 for target in channel_targets
             ]
@@ -203,40 +227,36 @@ def _plan(notification: Notification, now: datetime) -> list[Delivery]:
 
 
 def _target_delivery(
-    notification: Notification,
-    recipient: Recipient,
-    target: _Target,
+    recipient: Addressee,
+    target: Target,
     versions: dict[tuple[str, str], TemplateVersion],
     *,
     suppressed: set[tuple[str, str]],
     defer_until: datetime | None,
     reason: str = "",
-) -> Delivery:
+) -> PlannedDelivery:
     """The delivery to one address: queued, or why not (invalid, suppressed, quiet hours)."""
     channel = target.channel
-    delivery = _delivery(
-        notification,
+    state, next_attempt_at = DeliveryState.QUEUED, None
+    if target.key is None:
+        state, reason = DeliveryState.FAILED, f"invalid {channel} address"
+    elif (channel, target.key) in suppressed:
+        state, reason = DeliveryState.SUPPRESSED, "address is on the suppression list"
+    elif defer_until is not None:
+        state, reason, next_attempt_at = DeliveryState.DEFERRED, "quiet hours", defer_until
+    version = _version_for(versions, channel, recipient.locale)
+    return PlannedDelivery(
         recipient.user_id,
         channel,
-        DeliveryState.QUEUED,
+        state,
         reason,
-        recipient=recipient,
-        target=target,
-        version=_version_for(versions, channel, recipient.locale),
+        recipient_id=recipient.pk,
+        destination=target.destination,
+        address_key=target.key or "",
+        device_id=target.device_id,
+        template_version_id=version.pk if version is not None else None,
+        next_attempt_at=next_attempt_at,
     )
-    key = _key(target)
-    delivery.address_key = key or ""
-    if key is None:
-        delivery.state = DeliveryState.FAILED
-        delivery.reason = f"invalid {channel} address"
-    elif (channel, key) in suppressed:
-        delivery.state = DeliveryState.SUPPRESSED
-        delivery.reason = "address is on the suppression list"
-    elif defer_until is not None:
-        delivery.state = DeliveryState.DEFERRED
-        delivery.reason = "quiet hours"
-        delivery.next_attempt_at = defer_until
-    return delivery
 
 
 def _fallback_channels(notification: Notification) -> list[str]:
@@ -252,15 +272,14 @@ def _fallback_channels(notification: Notification) -> list[str]:
 
 def _fallback(
     notification: Notification,
-    recipient: Recipient,
-    targets: list[_Target],
+    recipient: Addressee,
     fallbacks: list[str],
     versions: dict[tuple[str, str], TemplateVersion],
     *,
     suppressed: set[tuple[str, str]],
     defer_until: datetime | None,
     reason: str,
-) -> list[Delivery]:
+) -> list[PlannedDelivery]:
     """Push cannot reach the user: deliveries on the first fallback channel the user allows
     and can be reached on (an address, not suppressed); empty when there is none. Caps and
     deduplication are not counted again for the fallback channel."""
@@ -269,7 +288,6 @@ def _fallback(
             continue
         deliveries = [
             _target_delivery(
-                notification,
                 recipient,
                 target,
                 versions,
@@ -277,7 +295,7 @@ def _fallback(
                 defer_until=defer_until,
                 reason=reason,
             )
-            for target in targets
+            for target in recipient.targets
             if target.channel == channel
         ]
         if any(d.state in (DeliveryState.QUEUED, DeliveryState.DEFERRED) for d in deliveries):
@@ -302,131 +320,53 @@ def plan_push_fallback(
             .get(pk=notification_id)
         )
         fallbacks = list(notification.notification_type.fallback_channels)
-        recipient = (
-            Recipient.objects.filter(tenant_id=notification.tenant_id, user_id=user_id)
-            .select_related("quiet_hours")
-            .prefetch_related("channel_preferences", "type_preferences")
-            .first()
-        )
+        recipient = read_addressees(notification, [user_id], fallbacks).get(user_id)
         if (
             not fallbacks
             or recipient is None
-            or recipient.devices.filter(active=True).exists()
+            or Device.objects.filter(recipient_id=recipient.pk, active=True).exists()
             or Delivery.objects.filter(
                 notification=notification, user_id=user_id, channel__in=fallbacks
             ).exists()
         ):
             return []
-        targets = _targets(recipient, fallbacks)
         deliveries = _fallback(
-            notification, recipient, targets, fallbacks,
+            notification, recipient, fallbacks,
             _published_versions(notification, extra_channels=fallbacks),
-            suppressed=_suppressed(notification, [targets]),
+            suppressed=suppressed_keys(notification, [recipient]),
             defer_until=_quiet_until(recipient, notification, now),
             reason="fallback: the last push device's token died",
         )  # fmt: skip
-        Delivery.objects.bulk_create(deliveries)
-        DeliveryEvent.objects.bulk_create(
-            DeliveryEvent(
-                delivery=d, state=d.state, code="fallback", reason=d.reason, occurred_at=now
-            )
-            for d in deliveries
+        # failed_at stays empty here, as it always has for fallback deliveries.
+        queued = write_deliveries(
+            notification, deliveries, now=now, code="fallback", failed_at=None
         )
-        batches = split_batches(
-            ((d.lane, d.channel, d.pk) for d in deliveries if d.state == DeliveryState.QUEUED),
-            batch_size=batch_size,
-        )
+        batches = split_batches(queued, batch_size=batch_size)
         relay.stage_deliveries(batches)
     return batches
 
 
-def _delivery(
-    notification: Notification,
-    user_id: str,
-    channel: str,
-    state: str,
-    reason: str,
-    *,
-    recipient: Recipient | None = None,
-    target: _Target | None = None,
-    version: TemplateVersion | None = None,
-) -> Delivery:
-    return Delivery(
-        tenant_id=notification.tenant_id,
-        notification=notification,
-        recipient=recipient,
-        user_id=user_id,
-        channel=channel,
-        destination=target.destination if target else "",
-        device_id=target.device_id if target else None,
-        template_version=version,
-        state=state,
-        reason=reason,
-        expires_at=notification.expires_at,
-        lane=lane_for(
-            priority=notification.priority, category=notification.notification_type.category
-        ),
-        accepted_at=notification.created_at,
-    )
-
-
-def _targets(recipient: Recipient, channels: Iterable[str]) -> list[_Target]:
-    targets: list[_Target] = []
-    for channel in channels:
-        if channel == Channel.EMAIL and recipient.email:
-            targets.append(_Target(channel, recipient.email, None))
-        elif channel == Channel.SMS and recipient.phone:
-            targets.append(_Target(channel, recipient.phone, None))
-        elif channel == Channel.PUSH:
-            targets += [
-                _Target(channel, device.token, device.pk)
-                for device in recipient.devices.all()
-                if device.active
-            ]
-    return targets
-
-
-def _key(target: _Target) -> str | None:
-    """The suppression key of the target's address; None if the stored address is invalid."""
-    try:
-        return suppression_key(channel=target.channel, address=target.destination)
-    except InvalidAddress:
-        return None
-
-
-def _suppressed(
-    notification: Notification, targets: Iterable[list[_Target]]
-) -> set[tuple[str, str]]:
-    keys = {key for user_targets in targets for t in user_targets if (key := _key(t))}
-    return set(
-        Suppression.objects.filter(tenant_id=notification.tenant_id, address__in=keys).values_list(
-            "channel", "address"
-        )
-    )
-
-
-def _opted_out(recipient: Recipient, notification: Notification, channel: str) -> str | None:
+def _opted_out(recipient: Addressee, notification: Notification, channel: str) -> str | None:
     """Why the user does not want ``channel`` for this type, or None if they do."""
-    type_id = notification.notification_type_id
-    for pref in recipient.type_preferences.all():
-        if pref.notification_type_id == type_id and pref.channel == channel:
-            key = notification.notification_type.key
-            return None if pref.enabled else f"opted out of {channel} for {key}"
-    for channel_pref in recipient.channel_preferences.all():
-        if channel_pref.channel == channel:
-            return None if channel_pref.enabled else f"opted out of {channel}"
+    enabled = recipient.type_preferences.get(channel)
+    if enabled is not None:
+        key = notification.notification_type.key
+        return None if enabled else f"opted out of {channel} for {key}"
+    enabled = recipient.channel_preferences.get(channel)
+    if enabled is not None:
+        return None if enabled else f"opted out of {channel}"
     return None
 
 
 def _quiet_until(
-    recipient: Recipient, notification: Notification, now: datetime
+    recipient: Addressee, notification: Notification, now: datetime
 ) -> datetime | None:
     if notification.priority == Priority.CRITICAL:
         return None  # critical bypasses quiet hours (SPEC guarantee 8)
-    quiet = getattr(recipient, "quiet_hours", None)
-    if quiet is None:
+    if recipient.quiet_hours is None:
         return None
-    return quiet_until(QuietWindow(start=quiet.start, end=quiet.end, timezone=quiet.timezone), now)
+    start, end, zone = recipient.quiet_hours
+    return quiet_until(QuietWindow(start=start, end=end, timezone=zone), now)
 
 
 def _published_versions(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models.functions import Upper
 
 from notifier.core.enums import Channel
+from notifier.recipients.addresses import stored_key
 from notifier.tenancy.models import Tenant
 
 
@@ -20,6 +23,13 @@ class Recipient(models.Model):
     timezone = models.CharField(max_length=64, default="UTC", help_text="IANA time zone")
     locale = models.CharField(max_length=35, default="en", help_text="BCP 47 language tag")
     attributes = models.JSONField(default=dict, blank=True)
+    # The addresses' suppression keys (addresses.stored_key), written by save() with them so
+    # that planning a fan-out does not normalize every address again. "" means no address or
+    # an invalid one; NULL means not known: a row written without save() (COPY, or an UPDATE
+    # of the address alone, which a trigger of migration 0003 catches), and planning computes
+    # the key itself.
+    email_key = models.CharField(max_length=4096, null=True, blank=True, editable=False)  # noqa: DJ001
+    phone_key = models.CharField(max_length=16, null=True, blank=True, editable=False)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -38,6 +48,18 @@ class Recipient(models.Model):
 
     def __str__(self) -> str:
         return self.user_id
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save; the suppression key of each address saved is saved with it."""
+        fields = kwargs.get("update_fields")
+        if fields is None or "email" in fields:
+            self.email_key = stored_key(channel=Channel.EMAIL, address=self.email)
+        if fields is None or "phone" in fields:
+            self.phone_key = stored_key(channel=Channel.SMS, address=self.phone)
+        if fields is not None:
+            keys = {f"{name}_key" for name in ("email", "phone") if name in fields}
+            kwargs["update_fields"] = {*fields, *keys}
+        super().save(*args, **kwargs)
 
 
 class Platform(models.TextChoices):

@@ -10,11 +10,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from channels.email import casefold_email
-from channels.push import normalize_token
-from channels.sms import normalize_phone
 from notifier.content.models import NotificationType
-from notifier.core.enums import Channel
+
+# Re-exported: the API, admin and webhooks key suppressions through the service layer.
+from notifier.recipients.addresses import suppression_key as suppression_key
 from notifier.recipients.models import (
     ChannelPreference,
     Device,
@@ -129,16 +128,6 @@ def replace_preferences(*, recipient: Recipient, document: PreferenceDocument) -
     if document.language and document.language != recipient.locale:
         recipient.locale = document.language
         recipient.save(update_fields=["locale", "updated_at"])
-
-
-def suppression_key(*, channel: str, address: str) -> str:
-    """The form under which ``address`` is suppressed on ``channel``; raises ``InvalidAddress``."""
-    normalize = {
-        Channel.EMAIL: casefold_email,
-        Channel.SMS: normalize_phone,
-        Channel.PUSH: normalize_token,
-    }[Channel(channel)]
-    return normalize(address)
 
 
 def upsert_suppression(

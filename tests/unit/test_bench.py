@@ -9,9 +9,11 @@ import phonenumbers
 import pytest
 
 from bench.load import LoadSpec, body
-from bench.population import phone, user_id
+from bench.population import email, phone, user_id
 from bench.results import Figure, Target, table
 from bench.scenarios import percentile, sustained_rate
+from notifier.core.enums import Channel
+from notifier.recipients.addresses import stored_key
 
 
 def test_percentile_is_the_nearest_rank():
@@ -66,6 +68,14 @@ def test_seeded_phone_numbers_are_valid_and_distinct():
     # then
     assert len(set(numbers)) == len(numbers)
     assert all(phonenumbers.is_valid_number(phonenumbers.parse(n)) for n in numbers)
+
+
+def test_seeded_addresses_are_their_own_suppression_keys():
+    # given: the keys are written as the addresses themselves, as save() would compute them
+    for n in (0, 9_999, 7_999_999):
+        # then
+        assert stored_key(channel=Channel.EMAIL, address=email(n)) == email(n)
+        assert stored_key(channel=Channel.SMS, address=phone(n)) == phone(n)
 
 
 def test_a_request_body_takes_its_users_and_channel_in_turn():
