@@ -86,8 +86,12 @@ def test_a_provider_that_accepts_then_hangs_follows_the_unknown_outcome_policy(
 ) -> None:
     # given clients sending, when SES takes some messages and never answers
     report = accept_then_hang(stack, sends, hangs, priority)
+    # (the hangs the load met: a breaker opened by them sends the rest to SMTP for a while)
+    left = stack.sandbox.context.faults.current().get("ses")
+    hung = hangs - (left.times or 0) if left is not None and left.hang else hangs
 
     # then nothing is lost, and every hung message is handled by the policy of its priority
+    assert hung > 0, report.table()
     assert report.accepted == sends, report.table()
     assert (report.lost, report.pending, report.in_doubt) == (0, 0, 0), report.table()
     assert report.unattributable == 0, report.table()
@@ -96,11 +100,11 @@ def test_a_provider_that_accepts_then_hangs_follows_the_unknown_outcome_policy(
     if priority == "critical":
         # resent once after the lease: each hung one twice at the provider, never three
         # times; a resend that meets one of the hangs too stays unknown (hung twice)
-        assert report.attributable + report.unknown == hangs, report.table()
+        assert report.attributable + report.unknown == hung, report.table()
         assert taken == {1: sends - report.attributable, 2: report.attributable}
     else:
         # never resent: the hung ones stay unknown, each once at the provider
-        assert (report.unknown, report.duplicates) == (hangs, 0), report.table()
+        assert (report.unknown, report.duplicates) == (hung, 0), report.table()
         assert taken == {1: sends}
 
 
