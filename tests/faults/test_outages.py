@@ -312,23 +312,6 @@ def test_sending_workers_stopped_and_killed_again_and_again_lose_nothing(
     assert_each_delivered_once(stack, "worker SIGTERM / SIGKILL", outcomes, sends, in_doubt_ok=True)
 
 
-@pytest.mark.faults
-@pytest.mark.parametrize(
-    "stack", [{"env_overrides": {"NOTIFIER_UNSAFE_WITHOUT": "claim_state"}}], indirect=True
-)
-def test_negative_control_without_the_claims_state_check_stopped_workers_send_twice(
-    stack: Stack,
-) -> None:
-    # given a claim that takes rows whatever their state, and the same stops as above
-    running = start_sending(stack, 200, "term", latency_ms=300, wait_for=0)
-    stop_and_start_the_sender(stack, 200, 4)
-    outcomes = running.result(timeout=600)
-
-    # then the messages of killed tasks, delivered again, send their rows a second time
-    report = ledger(stack, "worker SIGTERM / SIGKILL, claim check off", outcomes, drain_for=120)
-    assert report.unattributable > 0, report.table()
-
-
 def stop_and_start_the_sender(stack: Stack, sends: int, stops: int) -> None:
     """Stop the sending worker ``stops`` times, spread over ``sends`` sends, by SIGTERM and
     SIGKILL in turn, each time while provider calls are in flight (if any come within 10 s),
