@@ -25,6 +25,17 @@ def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
         yield running
 
 
+@pytest.fixture(autouse=True)
+def clean_sandbox(request: pytest.FixtureRequest) -> None:
+    """A module's shared stacks (``stack``, ``unprotected``) start each test with no faults and
+    no messages in their sandbox."""
+    for name in ("stack", "unprotected"):
+        if name in request.fixturenames:
+            running: Stack = request.getfixturevalue(name)
+            running.sandbox.clear_faults()
+            running.sandbox.clear_messages()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Every stack scenario's ledger in one table, as docs/reliability.md shows them."""
     if REPORTS:

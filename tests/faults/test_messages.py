@@ -68,15 +68,6 @@ def unprotected(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-@pytest.fixture(autouse=True)
-def clean_sandbox(request: pytest.FixtureRequest) -> None:
-    for name in ("stack", "unprotected"):
-        if name in request.fixturenames:
-            running: Stack = request.getfixturevalue(name)
-            running.sandbox.clear_faults()
-            running.sandbox.clear_messages()
-
-
 # -- poison messages among ordinary traffic ------------------------------------------------------
 
 
