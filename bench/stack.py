@@ -76,19 +76,10 @@ class BenchStack(PrivateServers):
         self.web_port = free_port()
         self.processes: dict[str, Process] = {}
 
-    def __enter__(self) -> BenchStack:
-        self.base.mkdir(parents=True, exist_ok=True)
-        try:
-            self.start_servers(key_name="bench", scopes=("send", "read"))
-            for provider in PROVIDERS:
-                self.sandbox.set_fault(provider, latency_ms=self.latency_ms)
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def _start(self) -> None:
+        self.start_servers(key_name="bench", scopes=("send", "read"))
+        for provider in PROVIDERS:
+            self.sandbox.set_fault(provider, latency_ms=self.latency_ms)
 
     def close(self) -> None:
         self.stop_processes()

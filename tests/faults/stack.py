@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psycopg2
 import requests
@@ -106,6 +106,26 @@ class PrivateServers:
     sandbox: SandboxServer
     api_key: str
 
+    def __enter__(self) -> Self:
+        """Start (``_start``) in ``base``; whatever started is stopped (``close``) if the start
+        fails, and when the block ends."""
+        self.base.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
     def start_servers(self, *, key_name: str, scopes: tuple[str, ...]) -> None:
         self.postgres = PrivatePostgres()
         self.postgres.start()
@@ -180,18 +200,6 @@ class Stack(PrivateServers):
     """Processes not to start (``relay``, ``beat``): negative controls take a protection away."""
     processes: dict[str, Process] = field(default_factory=dict, init=False)
     web_port: int = field(default_factory=free_port, init=False)
-
-    def __enter__(self) -> Stack:
-        self.base.mkdir(parents=True, exist_ok=True)
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- servers and processes ------------------------------------------------------------------
 
