@@ -30,7 +30,8 @@ return 2
 )
 
 # ARGV ok (1/0), probe token ('' if none), consecutive failures, error rate, window, min calls,
-# open_for, keep (s), slots. Returns the state after the call.
+# open_for, keep (s), slots, earlier successes (successful calls made before this one and not
+# reported yet: a batch reports them together). Returns the state after the call.
 RECORD_SCRIPT = (
     _CLOCK
     + """
@@ -57,10 +58,12 @@ elseif s[1] == 'half_open' then
   failures = failures + 1
   return open()
 end
-if ok then failures = 0 else failures = failures + 1 end
+local earlier = tonumber(ARGV[10]) or 0
+if ok or earlier > 0 then failures = 0 end
+if not ok then failures = failures + 1 end
 local slots = tonumber(ARGV[9])
 local slot = math.floor(now / (tonumber(ARGV[5]) / slots))
-redis.call('HINCRBY', KEYS[1], 'c:' .. slot, 1)
+redis.call('HINCRBY', KEYS[1], 'c:' .. slot, 1 + earlier)
 if not ok then redis.call('HINCRBY', KEYS[1], 'e:' .. slot, 1) end
 local calls, errors = 0, 0
 local fields = redis.call('HGETALL', KEYS[1])

@@ -1,7 +1,8 @@
 """Circuit breakers per provider, shared by every worker process through Redis.
 
 The delivery pipeline asks ``allow(provider)`` before each provider call and, after a call it
-was allowed to make, reports ``record(provider, ok=...)``. It decides what counts as a failure:
+was allowed to make, reports ``record(provider, ok=...)``, through a :class:`BreakerGate` per
+batch of calls, which saves most of the round trips to Redis. It decides what counts as a failure:
 only errors that say the provider is unhealthy (unavailable, timeouts), never a rejected
 recipient. A breaker
 
@@ -142,7 +143,7 @@ class _LocalBreakers:
             breaker.probe_until = now + self._rules.open_for
             return _PROBE
 
-    def record(self, provider: str, *, ok: bool, token: str) -> None:
+    def record(self, provider: str, *, ok: bool, token: str, earlier_successes: int = 0) -> None:
         now = time.monotonic()
         rules = self._rules
         with self._lock:
@@ -158,12 +159,14 @@ class _LocalBreakers:
                     breaker.failures += 1
                     self._open(breaker, now)
                 return
-            breaker.failures = 0 if ok else breaker.failures + 1
+            if ok or earlier_successes:
+                breaker.failures = 0
+            breaker.failures += 0 if ok else 1
             slot = math.floor(now / (rules.window / WINDOW_SLOTS))
             for old in [n for n in breaker.window if n <= slot - WINDOW_SLOTS]:
                 del breaker.window[old]
             counts = breaker.window.setdefault(slot, [0, 0])
-            counts[0] += 1
+            counts[0] += 1 + earlier_successes
             counts[1] += 0 if ok else 1
             calls = sum(c for c, _ in breaker.window.values())
             errors = sum(e for _, e in breaker.window.values())
@@ -240,6 +243,10 @@ class CircuitBreakers:
 
     def allow(self, provider: str) -> bool:
         """True when closed, or when this caller takes the single half-open probe slot."""
+        return self._decide(provider) != _REFUSED
+
+    def _decide(self, provider: str) -> int:
+        """What the allow script answers: refused, allowed (closed) or the probe."""
         token = uuid.uuid4().hex
         try:
             verdict = int(
@@ -256,13 +263,27 @@ class CircuitBreakers:
             held[provider] = token
         elif verdict == _ALLOWED:
             held.pop(provider, None)
-        return verdict != _REFUSED
+        return verdict
 
-    def record(self, provider: str, *, ok: bool) -> None:
+    def holds_probe(self, provider: str) -> bool:
+        """Whether this thread's last call allowed for ``provider`` was the half-open probe."""
+        return provider in self._held_probes()
+
+    def record(self, provider: str, *, ok: bool, earlier_successes: int = 0) -> None:
         """Report the outcome of a call ``allow`` let through; ``ok=False`` only for failures
         that mean the provider is unhealthy. Call it from the thread that called ``allow``: a
-        half-open breaker's probe is known by the thread that took it."""
-        token = self._held_probes().pop(provider, "")
+        half-open breaker's probe is known by the thread that took it.
+
+        ``earlier_successes``: successful calls made before this one and not reported yet
+        (:class:`BreakerGate`), counted in the window and ending a run of failures."""
+        self._report(
+            provider,
+            ok=ok,
+            token=self._held_probes().pop(provider, ""),
+            earlier_successes=earlier_successes,
+        )
+
+    def _report(self, provider: str, *, ok: bool, token: str, earlier_successes: int) -> None:
         rules = self.rules
         args = [
             int(ok),
@@ -274,11 +295,16 @@ class CircuitBreakers:
             rules.open_for,
             rules.keep_for,
             WINDOW_SLOTS,
+            earlier_successes,
         ]
         try:
             self._redis.run(self._record, keys=[self._key(provider)], args=args)
         except RedisUnavailable:
-            self._local.record(provider, ok=ok, token=token)
+            self._local.record(provider, ok=ok, token=token, earlier_successes=earlier_successes)
+
+    def gate(self, *, trust_for: float = 1.0) -> BreakerGate:
+        """The breakers as one batch of provider calls sees them (:class:`BreakerGate`)."""
+        return BreakerGate(self, trust_for=trust_for)
 
     def status(self, provider: str) -> BreakerStatus:
         try:
@@ -313,6 +339,95 @@ class CircuitBreakers:
         self._local.reset(provider)
         with contextlib.suppress(RedisUnavailable):
             self._redis.delete(self._key(provider))
+
+
+class BreakerGate:
+    """The breakers for one batch of provider calls, made from any number of threads: about
+    two Redis round trips per provider and batch instead of two per call.
+
+    - One thread at a time asks Redis about a provider; the batch's other threads wait for its
+      answer. A breaker found closed (or refusing) is believed by the batch's later calls to
+      that provider, without asking Redis, until the batch meets a failure of it or
+      ``trust_for`` seconds have passed. A breaker that another process opens meanwhile is
+      therefore obeyed at most ``trust_for`` seconds late, and never after a failure this
+      batch saw. The half-open probe is never believed for others: one call takes it.
+    - Successes are counted here and reported together: with the next failure (before it, so
+      a success still ends a run of failures), when trust runs out, and when the batch ends.
+    - A failure, and anything the half-open probe reports, goes to Redis at once: a breaker
+      opens on the same call as it would without the gate.
+
+    Use it as a context manager: leaving it reports the successes still counted.
+    """
+
+    # How long a thread waits for another's answer before asking Redis itself.
+    ASK_WAIT = 5.0
+
+    def __init__(self, breakers: CircuitBreakers, *, trust_for: float = 1.0) -> None:
+        self._breakers = breakers
+        self._trust_for = trust_for
+        self._lock = threading.Lock()
+        self._believed: dict[str, tuple[float, bool]] = {}  # provider -> (until, allowed)
+        self._asking: dict[str, threading.Event] = {}
+        self._successes: dict[str, int] = {}
+
+    def __enter__(self) -> BreakerGate:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def allow(self, provider: str) -> bool:
+        waited = False
+        while True:
+            with self._lock:
+                until, allowed = self._believed.get(provider, (0.0, False))
+                if time.monotonic() < until:
+                    return allowed
+                asking = self._asking.get(provider)
+                if asking is None or waited:
+                    asked = self._asking[provider] = threading.Event()
+                    successes = self._successes.pop(provider, 0)
+                    break
+            waited = not asking.wait(self.ASK_WAIT)
+        try:
+            if successes:
+                self._flush(provider, successes)
+            verdict = self._breakers._decide(provider)
+            if verdict != _PROBE:
+                with self._lock:
+                    until = time.monotonic() + self._trust_for
+                    self._believed[provider] = (until, verdict == _ALLOWED)
+            return verdict != _REFUSED
+        finally:
+            with self._lock:
+                if self._asking.get(provider) is asked:
+                    del self._asking[provider]
+            asked.set()
+
+    def record(self, provider: str, *, ok: bool) -> None:
+        """As :meth:`CircuitBreakers.record`, from the thread that called ``allow``."""
+        if ok and not self._breakers.holds_probe(provider):
+            with self._lock:
+                self._successes[provider] = self._successes.get(provider, 0) + 1
+            return
+        with self._lock:
+            successes = self._successes.pop(provider, 0)
+            # A failure, or the probe's result: what the batch believed may no longer hold.
+            self._believed.pop(provider, None)
+        self._breakers.record(provider, ok=ok, earlier_successes=successes)
+
+    def close(self) -> None:
+        """Report the successes still counted."""
+        with self._lock:
+            pending, self._successes = self._successes, {}
+            self._believed.clear()
+        for provider, successes in pending.items():
+            self._flush(provider, successes)
+
+    def _flush(self, provider: str, successes: int) -> None:
+        # No probe token: a success counted here was never the probe's, so it cannot close
+        # a half-open breaker (the script ignores it there, as it ignores late results).
+        self._breakers._report(provider, ok=True, token="", earlier_successes=successes - 1)
 
 
 def rules_from_settings() -> BreakerRules:

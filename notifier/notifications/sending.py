@@ -12,7 +12,9 @@ done, and sends nothing.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +38,7 @@ from channels.errors import (
 from channels.registry import registry
 from notifier.content.rendering import TemplateRenderError, render_message, without_values
 from notifier.core import unsafe
-from notifier.notifications.breakers import breakers
+from notifier.notifications.breakers import BreakerGate, breakers
 from notifier.notifications.models import Delivery, DeliveryEvent, DeliveryState
 from notifier.notifications.planning import plan_push_fallback
 from notifier.notifications.throttle import throttle
@@ -197,15 +199,35 @@ def _call_providers(
     messages: dict[int, OutboundMessage], deliveries: dict[int, Delivery]
 ) -> dict[int, Outcome]:
     """Call the providers for a batch, concurrently: at 50–200 ms a call, one call at a time
-    would cap a worker at a handful of sends per second. No database access happens here."""
-    if len(messages) <= 1:
-        return {pk: _call(message, deliveries[pk]) for pk, message in messages.items()}
-    workers = min(len(messages), settings.NOTIFIER_SEND_CONCURRENCY)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send") as pool:
+    would cap a worker at a handful of sends per second. No database access happens here.
+    The batch shares one view of the circuit breakers (``BreakerGate``)."""
+    with breakers().gate() as gate:
+        if len(messages) <= 1:
+            return {pk: _call(message, deliveries[pk], gate) for pk, message in messages.items()}
+        pool = _send_pool()
         futures = {
-            pk: pool.submit(_call, message, deliveries[pk]) for pk, message in messages.items()
+            pk: pool.submit(_call, message, deliveries[pk], gate)
+            for pk, message in messages.items()
         }
         return {pk: future.result() for pk, future in futures.items()}
+
+
+_pool: tuple[tuple[int, int], ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _send_pool() -> ThreadPoolExecutor:
+    """The process's threads for provider calls, ``NOTIFIER_SEND_CONCURRENCY`` at most, kept
+    from batch to batch. Made on first use in each process (a pool made before a fork has no
+    threads in the child), and again when the setting changes (tests)."""
+    global _pool
+    made_for = (os.getpid(), settings.NOTIFIER_SEND_CONCURRENCY)
+    with _pool_lock:
+        if _pool is None or _pool[0] != made_for:
+            if _pool is not None and _pool[0][0] == made_for[0]:
+                _pool[1].shutdown(wait=False)
+            _pool = (made_for, ThreadPoolExecutor(made_for[1], thread_name_prefix="send"))
+        return _pool[1]
 
 
 def _dispatch(fences: dict[int, int]) -> set[int]:
@@ -316,7 +338,7 @@ def _prepare(delivery: Delivery) -> OutboundMessage | Outcome:
     )
 
 
-def _call(message: OutboundMessage, delivery: Delivery) -> Outcome:
+def _call(message: OutboundMessage, delivery: Delivery, gate: BreakerGate) -> Outcome:
     """Send through the channel's providers in order, mapped onto an outcome by the error
     taxonomy. The next provider is tried only when one certainly did not take the message
     (down, rate-limited, credentials refused, breaker open, no rate-limit token): never after
@@ -339,7 +361,7 @@ def _call(message: OutboundMessage, delivery: Delivery) -> Outcome:
             transient = RateLimited("outbound rate limit", retry_after=wait, provider=name)
             tried.append(f"{name}: rate limit, next token in {wait:.1f} s")
             continue
-        if not breakers().allow(name):
+        if not gate.allow(name):
             transient = ProviderUnavailable("circuit breaker open", provider=name)
             tried.append(f"{name}: circuit breaker open")
             continue
@@ -350,7 +372,7 @@ def _call(message: OutboundMessage, delivery: Delivery) -> Outcome:
             if isinstance(exc, RateLimited):
                 # Busy, not broken: slow down, and let the breaker count it as alive.
                 throttle().penalize(name, exc.retry_after)
-            breakers().record(name, ok=isinstance(exc, RateLimited))
+            gate.record(name, ok=isinstance(exc, RateLimited))
             if exc.outcome_unknown and not unsafe.without("unknown_outcome"):
                 # The provider may have accepted it: never resend blindly (SPEC guarantee 3).
                 return Outcome(
@@ -363,7 +385,7 @@ def _call(message: OutboundMessage, delivery: Delivery) -> Outcome:
             tried.append(f"{name}: {_describe(exc)}")
             continue
         except PermanentError as exc:
-            breakers().record(name, ok=True)
+            gate.record(name, ok=True)
             dead_device = isinstance(exc, RecipientUnreachable) and delivery.device_id is not None
             return Outcome(
                 DeliveryState.FAILED,
@@ -373,11 +395,11 @@ def _call(message: OutboundMessage, delivery: Delivery) -> Outcome:
                 tried=tuple(tried),
             )
         except ProviderConfigurationError as exc:
-            breakers().record(name, ok=False)
+            gate.record(name, ok=False)
             logger.error("provider %s refused its configuration: %s", name, exc)
             tried.append(f"{name}: configuration: {exc}")
             continue
-        breakers().record(name, ok=True)
+        gate.record(name, ok=True)
         return Outcome(DeliveryState.SENT, result=result, tried=tuple(tried))
     if transient is None:
         return Outcome(

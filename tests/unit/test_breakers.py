@@ -73,6 +73,19 @@ def wait_for_probe(breakers: CircuitBreakers, provider: str = "twilio") -> float
     return time.monotonic()
 
 
+def count_questions(breakers: CircuitBreakers) -> list[str]:
+    """The providers ``breakers`` asks Redis (or its local fallback) about, from now on."""
+    asked: list[str] = []
+    decide = breakers._decide
+
+    def counted(provider: str) -> int:
+        asked.append(provider)
+        return decide(provider)
+
+    breakers._decide = counted  # type: ignore[method-assign]
+    return asked
+
+
 class TestOpening:
     def test_opens_after_five_consecutive_failures(self, make: MakeBreakers) -> None:
         # given four failures, a success, then four more: never five in a row
@@ -264,6 +277,130 @@ def test_exactly_one_probe_across_processes(prefix: str) -> None:
     assert all(process.exitcode == 0 for process in processes)
     # all asked within open_for of each other, so the probe's slot could not free meanwhile
     assert max(end for _, _, end in outcomes) - min(start for _, start, _ in outcomes) < open_for
+
+
+class TestGate:
+    """A batch's view of the breakers: a closed breaker trusted for a while, successes reported
+    together, failures and the probe's outcome at once."""
+
+    def test_successes_are_reported_together_when_the_batch_ends(self, make: MakeBreakers) -> None:
+        breakers = make()
+        with breakers.gate() as gate:
+            for _ in range(7):
+                assert gate.allow("ses")
+                gate.record("ses", ok=True)
+            assert breakers.status("ses").calls == 0
+
+        status = breakers.status("ses")
+        assert (status.state, status.calls, status.errors) == (BreakerState.CLOSED, 7, 0)
+
+    def test_a_failure_is_reported_at_once_after_the_successes_before_it(
+        self, make: MakeBreakers
+    ) -> None:
+        # given four consecutive failures already
+        breakers = make()
+        for _ in range(4):
+            call(breakers, "ses", ok=False)
+
+        # when a batch succeeds twice, then fails
+        with breakers.gate() as gate:
+            for ok in (True, True, False):
+                assert gate.allow("ses")
+                gate.record("ses", ok=ok)
+
+            # then the successes ended the run of failures: one failure in a row, not five
+            status = breakers.status("ses")
+            assert (status.state, status.failures) == (BreakerState.CLOSED, 1)
+            assert (status.calls, status.errors) == (7, 5)
+
+    def test_it_opens_on_the_same_failure_as_without_the_gate(self, make: MakeBreakers) -> None:
+        breakers = make()
+        with breakers.gate() as gate:
+            for _ in range(5):
+                assert gate.allow("ses")
+                gate.record("ses", ok=False)
+
+            assert breakers.status("ses").state == BreakerState.OPEN
+            assert not gate.allow("ses")
+
+    def test_a_breaker_opened_elsewhere_is_obeyed_once_trust_runs_out(
+        self, make: MakeBreakers, other_caller: ThreadPoolExecutor
+    ) -> None:
+        # given a batch that found the breaker closed, and successes counted
+        breakers = make()
+        with breakers.gate(trust_for=0.3) as gate:
+            assert gate.allow("ses")
+            gate.record("ses", ok=True)
+            trusted_at = time.monotonic()
+
+            # when another caller opens it
+            other_caller.submit(open_breaker, breakers, "ses").result()
+
+            # then the batch goes on trusting it for at most trust_for, then obeys
+            while gate.allow("ses"):
+                assert time.monotonic() - trusted_at < 0.3 + 0.2, "the gate never asked again"
+                time.sleep(0.02)
+            assert time.monotonic() - trusted_at >= 0.3 - 0.02
+        # and the late success changed nothing: the breaker is open
+        assert breakers.status("ses").state == BreakerState.OPEN
+
+    def test_successes_are_reported_when_trust_runs_out(self, make: MakeBreakers) -> None:
+        breakers = make()
+        with breakers.gate(trust_for=0.2) as gate:
+            for _ in range(3):
+                assert gate.allow("ses")
+                gate.record("ses", ok=True)
+            time.sleep(0.25)
+
+            assert gate.allow("ses")
+
+            assert breakers.status("ses").calls == 3
+
+    def test_a_batch_of_concurrent_calls_asks_redis_once(self, make: MakeBreakers) -> None:
+        # given a batch of 200 calls from 32 threads at once
+        breakers = make()
+        asked = count_questions(breakers)
+        with breakers.gate(trust_for=30) as gate, ThreadPoolExecutor(32) as threads:
+
+            def send() -> None:
+                assert gate.allow("ses")
+                gate.record("ses", ok=True)
+
+            for future in [threads.submit(send) for _ in range(200)]:
+                future.result()
+
+        # then one thread asked, the others believed its answer, and every call counted
+        assert asked == ["ses"]
+        assert breakers.status("ses").calls == 200
+
+    def test_an_open_breaker_is_believed_too(
+        self, make: MakeBreakers, other_caller: ThreadPoolExecutor
+    ) -> None:
+        breakers = make()
+        other_caller.submit(open_breaker, breakers, "ses").result()
+        asked = count_questions(breakers)
+
+        with breakers.gate() as gate:
+            assert not any(gate.allow("ses") for _ in range(50))
+
+        assert asked == ["ses"]
+
+    def test_the_probe_closes_the_breaker_at_once(self, make: MakeBreakers) -> None:
+        # given a half-open breaker
+        breakers = make(open_for=0.3)
+        open_breaker(breakers)
+        time.sleep(0.35)
+
+        with breakers.gate() as gate:
+            # when the batch's first call is the probe, and it succeeds
+            assert gate.allow("twilio")
+            assert not gate.allow("twilio")
+            gate.record("twilio", ok=True)
+
+            # then the breaker closes before the batch ends
+            status = breakers.status("twilio")
+            assert (status.state, status.failures) == (BreakerState.CLOSED, 0)
+            assert gate.allow("twilio")
 
 
 class TestReset:
