@@ -377,6 +377,7 @@ class BreakerGate:
         self.close()
 
     def allow(self, provider: str) -> bool:
+        """As :meth:`CircuitBreakers.allow`: from what the batch believes, or asked once."""
         waited = False
         while True:
             with self._lock:
