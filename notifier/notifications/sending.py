@@ -41,7 +41,7 @@ from notifier.core import unsafe
 from notifier.notifications.breakers import BreakerGate, breakers
 from notifier.notifications.models import Delivery, DeliveryEvent, DeliveryState
 from notifier.notifications.planning import plan_push_fallback
-from notifier.notifications.throttle import throttle
+from notifier.notifications.throttle import ProviderThrottle, throttle
 from notifier.recipients.models import Device
 
 logger = logging.getLogger(__name__)
@@ -200,13 +200,16 @@ def _call_providers(
 ) -> dict[int, Outcome]:
     """Call the providers for a batch, concurrently: at 50–200 ms a call, one call at a time
     would cap a worker at a handful of sends per second. No database access happens here.
-    The batch shares one view of the circuit breakers (``BreakerGate``)."""
+    The batch shares one view of the circuit breakers (``BreakerGate``) and one throttle."""
+    limits = throttle()
     with breakers().gate() as gate:
         if len(messages) <= 1:
-            return {pk: _call(message, deliveries[pk], gate) for pk, message in messages.items()}
+            return {
+                pk: _call(message, deliveries[pk], gate, limits) for pk, message in messages.items()
+            }
         pool = _send_pool()
         futures = {
-            pk: pool.submit(_call, message, deliveries[pk], gate)
+            pk: pool.submit(_call, message, deliveries[pk], gate, limits)
             for pk, message in messages.items()
         }
         return {pk: future.result() for pk, future in futures.items()}
@@ -338,7 +341,9 @@ def _prepare(delivery: Delivery) -> OutboundMessage | Outcome:
     )
 
 
-def _call(message: OutboundMessage, delivery: Delivery, gate: BreakerGate) -> Outcome:
+def _call(
+    message: OutboundMessage, delivery: Delivery, gate: BreakerGate, limits: ProviderThrottle
+) -> Outcome:
     """Send through the channel's providers in order, mapped onto an outcome by the error
     taxonomy. The next provider is tried only when one certainly did not take the message
     (down, rate-limited, credentials refused, breaker open, no rate-limit token): never after
@@ -356,7 +361,7 @@ def _call(message: OutboundMessage, delivery: Delivery, gate: BreakerGate) -> Ou
         return Outcome(DeliveryState.FAILED, f"provider configuration: {exc}", code="configuration")
     for provider in chain:
         name = provider.name
-        wait = _take_token(name)
+        wait = _take_token(limits, name)
         if wait is not None:
             transient = RateLimited("outbound rate limit", retry_after=wait, provider=name)
             tried.append(f"{name}: rate limit, next token in {wait:.1f} s")
@@ -371,7 +376,7 @@ def _call(message: OutboundMessage, delivery: Delivery, gate: BreakerGate) -> Ou
         except TransientError as exc:
             if isinstance(exc, RateLimited):
                 # Busy, not broken: slow down, and let the breaker count it as alive.
-                throttle().penalize(name, exc.retry_after)
+                limits.penalize(name, exc.retry_after)
             gate.record(name, ok=isinstance(exc, RateLimited))
             if exc.outcome_unknown and not unsafe.without("unknown_outcome"):
                 # The provider may have accepted it: never resend blindly (SPEC guarantee 3).
@@ -414,13 +419,13 @@ def _call(message: OutboundMessage, delivery: Delivery, gate: BreakerGate) -> Ou
     )
 
 
-def _take_token(provider: str) -> float | None:
+def _take_token(limits: ProviderThrottle, provider: str) -> float | None:
     """Take one of the provider's outbound rate-limit tokens, waiting in this thread up to
     ``NOTIFIER_THROTTLE_MAX_WAIT`` seconds (pacing a batch at the provider's rate, not a
     retry); None once taken, else the seconds until the next one would be."""
     deadline = time.monotonic() + settings.NOTIFIER_THROTTLE_MAX_WAIT
     while True:
-        permit = throttle().acquire(provider)
+        permit = limits.acquire(provider)
         if permit.allowed:
             return None
         if time.monotonic() + permit.retry_after > deadline:
