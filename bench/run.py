@@ -111,6 +111,10 @@ class Bench:
                   target=Target(">=", 20_000)),
                 f("ingest.bulk_p99", "ingest: 1,000-user POST p99", "ms",
                   higher_is_better=False),
+                f("ingest.sustained_rps", "ingest: single POSTs/s, pipeline sending them",
+                  "req/s"),
+                f("ingest.sustained_p99", "ingest: single POST p99, pipeline sending them",
+                  "ms", higher_is_better=False),
                 f("e2e.email", "end to end: email", "deliv/s", target=Target(">=", 2000)),
                 f("e2e.push", "end to end: push", "deliv/s"),
                 f("e2e.sms", "end to end: SMS", "deliv/s"),
@@ -304,6 +308,19 @@ class Bench:
         )  # fmt: skip
         self.record("ingest.bulk_recipients", bulk["recipients_per_s"], naive=naive)
         self.record("ingest.bulk_p99", bulk["p99_ms"], naive=naive)
+        sustained = self.detail(
+            f"ingest.sustained.{who}",
+            scenarios.ingest(
+                self.stack,
+                self.spec(
+                    path=path, requests=s.naive_single_posts if naive else s.single_posts,
+                    concurrency=self.ingest_concurrency, tag=f"sustained{run}",
+                ),
+                pipeline=True,
+            ),
+        )  # fmt: skip
+        self.record("ingest.sustained_rps", sustained["requests_per_s"], naive=naive)
+        self.record("ingest.sustained_p99", sustained["p99_ms"], naive=naive)
 
     def e2e(self, channel: str, deliveries: int, run: int, *, naive: bool) -> None:
         cycle = scenarios.MIXED if channel == "mixed" else (channel,)

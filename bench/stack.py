@@ -12,6 +12,7 @@ stopped on exit, on error and on Ctrl-C, and the servers' data directories are r
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -188,6 +189,19 @@ class BenchStack(PrivateServers):
                 except subprocess.TimeoutExpired:
                     spy.kill()
                     spy.wait()
+
+    @contextmanager
+    def paused(self, names: Sequence[str]) -> Iterator[None]:
+        """The named process groups stopped (SIGSTOP) for the block, then resumed: what the
+        API sustains while nothing else wants the cores. Messages wait in their queues."""
+        stopped = [self.processes[name] for name in names]
+        for process in stopped:
+            process.signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for process in stopped:
+                process.signal(signal.SIGCONT)
 
     def restart_pool(self, pool: Pool) -> None:
         self.stop_processes([pool.name])

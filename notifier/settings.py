@@ -126,6 +126,10 @@ NOTIFIER_MAX_SCHEDULE_AHEAD_DAYS = env.int("NOTIFIER_MAX_SCHEDULE_AHEAD_DAYS", d
 # Clock skew tolerated on client timestamps, in seconds: scheduled_at slightly in the past
 # means "now", further in the past is refused.
 NOTIFIER_CLOCK_SKEW = env.int("NOTIFIER_CLOCK_SKEW", default=300)
+# Seconds a web process trusts what it read of an API key, a notification type and its
+# published templates (notifier/core/localcache.py); a change made through the same process
+# applies at once, one made elsewhere within this many seconds. 0 reads them on every request.
+NOTIFIER_API_CACHE_SECONDS = env.float("NOTIFIER_API_CACHE_SECONDS", default=5.0)
 # Publish outbox rows (accepted notifications, queued deliveries) right after their commit;
 # the relay publishes whatever this misses, and everything when it is off.
 NOTIFIER_PUBLISH_ON_COMMIT = env.bool("NOTIFIER_PUBLISH_ON_COMMIT", default=True)

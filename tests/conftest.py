@@ -77,6 +77,20 @@ def _fresh_provider_health(provider_health_prefixes: tuple[str, str]) -> Iterato
     reset_throttle()
 
 
+@pytest.fixture(autouse=True)
+def _process_state_per_test() -> Iterator[None]:
+    """Each test starts without what an earlier one left in this process: the API's cached
+    keys, types and templates (rolled back with that test's data), and the outbox publisher
+    thread (stopped, its connection closed, before the test database goes away)."""
+    from notifier.core import localcache
+    from notifier.notifications import relay
+
+    localcache.clear_all()
+    yield
+    relay.stop_background_publisher()
+    localcache.clear_all()
+
+
 def _delete_keys(url: str, pattern: str) -> None:
     client = redis.Redis.from_url(url)
     try:

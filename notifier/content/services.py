@@ -20,6 +20,7 @@ from notifier.content.rendering import (
     check_source,
     render_message,
 )
+from notifier.core import localcache
 from notifier.core.enums import Channel
 from notifier.core.validation import IDENTIFIER_PATTERN
 from notifier.tenancy.models import Tenant
@@ -120,6 +121,7 @@ def archive_template(*, template: Template) -> None:
     Template.objects.filter(pk=template.pk).update(
         archived_at=timezone.now(), updated_at=timezone.now()
     )
+    localcache.clear_all()  # an update() sends no post_save
 
 
 def preview_template(

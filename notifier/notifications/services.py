@@ -21,6 +21,7 @@ from notifier.content.rendering import TemplateRenderError, render_subject, vari
 from notifier.core.digest import json_digest
 from notifier.core.enums import Channel
 from notifier.core.errors import BusinessRuleViolation, Conflict
+from notifier.core.localcache import LocalCache
 from notifier.notifications import idempotency, relay
 from notifier.notifications.models import (
     IdempotencyRecord,
@@ -33,6 +34,13 @@ from notifier.notifications.routing import lane_for
 from notifier.tenancy.models import Tenant
 
 logger = logging.getLogger(__name__)
+
+# Read by every send, changed by an admin a few times a day: kept per process for
+# NOTIFIER_API_CACHE_SECONDS (notifier/core/localcache.py). Planning reads them afresh.
+_types: LocalCache[tuple[int, str], NotificationType] = LocalCache("notification types")
+_versions: LocalCache[tuple[int, str, tuple[str, ...]], list[TemplateVersion]] = LocalCache(
+    "published template versions"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +154,10 @@ def _claim_idempotency_key(*, tenant: Tenant, key: str, now: datetime) -> Idempo
 def _create_notification(
     *, tenant: Tenant, request: SendRequest, request_id: str, now: datetime
 ) -> Notification:
-    notification_type = NotificationType.objects.filter(
-        tenant=tenant, key=request.notification_type
-    ).first()
+    notification_type = _types.get_or_load(
+        (tenant.pk, request.notification_type),
+        NotificationType.objects.filter(tenant=tenant, key=request.notification_type).first,
+    )
     if notification_type is None:
         raise BusinessRuleViolation(
             f"Unknown notification_type '{request.notification_type}'.",
@@ -156,11 +165,16 @@ def _create_notification(
         )
     scheduled_at, expires_at = _check_times(request, now)
     wanted = list(request.channels or notification_type.default_channels)
-    versions = content_selectors.published_versions(
-        notification_type_id=notification_type.pk,
-        variant=request.template_variant,
-        channels=wanted,
+    versions = _versions.get_or_load(
+        (notification_type.pk, request.template_variant, tuple(wanted)),
+        partial(
+            content_selectors.published_versions,
+            notification_type_id=notification_type.pk,
+            variant=request.template_variant,
+            channels=wanted,
+        ),
     )
+    assert versions is not None  # a list, maybe empty
     available = {version.template.channel for version in versions}
     channels = [channel for channel in wanted if channel in available]
     if request.channels is not None and len(channels) < len(wanted):
@@ -228,8 +242,9 @@ def _create_notification(
         available_at=scheduled_at if scheduled and scheduled_at else now,
     )
     if not scheduled and settings.NOTIFIER_PUBLISH_ON_COMMIT:
-        # Low latency: publish right after the commit; the relay catches what this misses.
-        transaction.on_commit(partial(relay.publish_now, outbox.pk))
+        # Low latency: publish right after the commit, without making the request wait for
+        # the broker's confirm; the relay catches what this misses.
+        transaction.on_commit(partial(relay.publish_soon, outbox.pk))
     return notification
 
 

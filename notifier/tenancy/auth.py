@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.utils import timezone
@@ -12,6 +13,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
+from notifier.core.localcache import LocalCache
 from notifier.tenancy.models import ApiKey, Tenant
 from notifier.tenancy.services import hash_key, split_key
 
@@ -19,6 +21,9 @@ from notifier.tenancy.services import hash_key, split_key
 _DUMMY_HASH = hash_key("ntf_000000000000_dummy")
 # last_used_at is informational; writing it at most once a minute keeps reads read-only.
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
+# Keys with their tenants by prefix, for NOTIFIER_API_CACHE_SECONDS: a revoked key is refused
+# at once by the process that revoked it and within that time by the others.
+_keys: LocalCache[str, ApiKey] = LocalCache("api keys")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +51,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if scheme.lower() != "bearer" or not raw_key:
             raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <api key>'.")
         parts = split_key(raw_key)
-        api_key = (
-            ApiKey.objects.select_related("tenant").filter(prefix=parts[0]).first()
-            if parts
-            else None
-        )
+        api_key = _keys.get_or_load(parts[0], partial(_load_key, parts[0])) if parts else None
         expected = api_key.key_hash if api_key else _DUMMY_HASH
         matches = hmac.compare_digest(expected, hash_key(raw_key))
         if api_key is None or not matches or not api_key.is_active:
@@ -58,6 +59,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         now = timezone.now()
         if api_key.last_used_at is None or now - api_key.last_used_at > _LAST_USED_RESOLUTION:
             ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+            api_key.last_used_at = now
         principal = ApiPrincipal(
             tenant=api_key.tenant, scopes=frozenset(api_key.scopes), api_key_id=api_key.pk
         )
@@ -65,6 +67,10 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="notifier"'
+
+
+def _load_key(prefix: str) -> ApiKey | None:
+    return ApiKey.objects.select_related("tenant").filter(prefix=prefix).first()
 
 
 class HasScope(permissions.BasePermission):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
+from notifier.core import localcache
 from notifier.tenancy.models import ApiKey, Scope, Tenant
 
 KEY_PREFIX = "ntf_"
@@ -56,5 +57,6 @@ def issue_api_key(*, tenant: Tenant, scopes: Iterable[str], name: str = "") -> I
 
 def revoke_api_key(*, api_key: ApiKey) -> ApiKey:
     ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    localcache.clear_all()  # refused at once here, within NOTIFIER_API_CACHE_SECONDS elsewhere
     api_key.refresh_from_db()
     return api_key

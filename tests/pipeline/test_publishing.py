@@ -135,3 +135,70 @@ def test_after_a_failed_publish_the_on_commit_path_leaves_rows_to_the_relay_at_o
     assert (row.published_at, row.attempts) == (None, 1)
     assert relay.relay_outbox() == 1
     assert depth(rabbitmq) == 1
+
+
+def planning_depth(broker: PrivateRabbitMQ) -> int:
+    with Connection(broker.url) as connection:
+        channel: Any = connection.default_channel
+        app.amqp.queues[celeryconfig.PLANNING_QUEUE].bind(channel).declare()
+        return int(channel.queue_declare(celeryconfig.PLANNING_QUEUE, passive=True).message_count)
+
+
+@pytest.fixture
+def empty_planning_queue(rabbitmq: PrivateRabbitMQ) -> Iterator[None]:
+    def purge() -> None:
+        with Connection(rabbitmq.url) as connection:
+            queue = app.amqp.queues[celeryconfig.PLANNING_QUEUE].bind(connection.default_channel)
+            queue.declare()
+            queue.purge()
+
+    purge()
+    yield
+    relay.stop_background_publisher()
+    purge()
+    publisher().close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("empty_planning_queue")
+def test_an_accepted_notification_is_published_by_the_web_process_without_the_relay(
+    rabbitmq: PrivateRabbitMQ, client: Any, order_shipped: Any
+) -> None:
+    # when the API accepts twenty notifications (no relay runs in this test)
+    for n in range(20):
+        body = {"user_ids": [f"u{n}"], "notification_type": "order_shipped",
+                "template_vars": {"order_id": str(n)}}  # fmt: skip
+        assert client.post("/api/v1/notifications", body, format="json").status_code == 202
+
+    # then the process's publisher thread publishes every one soon after its commit
+    deadline = time.monotonic() + 10
+    while OutboxMessage.objects.filter(published_at__isnull=True).exists():
+        assert time.monotonic() < deadline, "outbox rows left unpublished"
+        time.sleep(0.02)
+    assert OutboxMessage.objects.count() == 20
+    assert planning_depth(rabbitmq) == 20
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("empty_planning_queue")
+def test_rows_handed_to_the_publisher_thread_are_published_before_it_stops(
+    rabbitmq: PrivateRabbitMQ,
+) -> None:
+    # given outbox rows handed over in several calls
+    rows = OutboxMessage.objects.bulk_create(
+        OutboxMessage(
+            topic=relay.NOTIFICATION_ACCEPTED,
+            payload={"notification_id": f"00000000-0000-4000-8000-{n:012d}"},
+            available_at=timezone.now(),
+        )
+        for n in range(30)
+    )
+    for start in range(0, 30, 3):
+        relay.publish_soon(*(row.pk for row in rows[start : start + 3]))
+
+    # when the thread is stopped at once (a test's end, a process shutting down cleanly)
+    relay.stop_background_publisher()
+
+    # then it has published everything it was handed
+    assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()
+    assert planning_depth(rabbitmq) == 30
