@@ -25,7 +25,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -205,6 +205,9 @@ class _BackgroundPublisher:
                         stopping = True
                         break
                     ids.extend(more)
+                # No request cycle closes this thread's connection: drop it here if it broke
+                # (PostgreSQL restarted) or outlived CONN_MAX_AGE, as a request would.
+                close_old_connections()
                 publish_now(*ids)
                 if stopping:
                     return

@@ -156,7 +156,7 @@ def _create_notification(
 ) -> Notification:
     notification_type = _types.get_or_load(
         (tenant.pk, request.notification_type),
-        NotificationType.objects.filter(tenant=tenant, key=request.notification_type).first,
+        partial(_find_type, tenant, request.notification_type),
     )
     if notification_type is None:
         raise BusinessRuleViolation(
@@ -246,6 +246,10 @@ def _create_notification(
         # the broker's confirm; the relay catches what this misses.
         transaction.on_commit(partial(relay.publish_soon, outbox.pk))
     return notification
+
+
+def _find_type(tenant: Tenant, key: str) -> NotificationType | None:
+    return NotificationType.objects.filter(tenant=tenant, key=key).first()
 
 
 def _check_email_subjects(
