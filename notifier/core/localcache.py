@@ -22,14 +22,14 @@ _CACHES: list[LocalCache[Any, Any]] = []
 class LocalCache[K: Hashable, V]:
     """A dict whose entries expire after ``NOTIFIER_API_CACHE_SECONDS``, bounded in size."""
 
-    def __init__(self, name: str, *, max_entries: int = 10_000) -> None:
-        self.name = name
+    def __init__(self, *, max_entries: int = 10_000) -> None:
         self.max_entries = max_entries
         self._entries: dict[K, tuple[float, V]] = {}
         _CACHES.append(self)
 
-    def get_or_load(self, key: K, load: Callable[[], V | None]) -> V | None:
-        """The cached value of ``key``, else ``load()``'s, remembered unless it is empty."""
+    def get_or_load(self, key: K, load: Callable[[], V]) -> V:
+        """The cached value of ``key``, else ``load()``'s, remembered unless it is empty (None,
+        an empty list)."""
         ttl: float = settings.NOTIFIER_API_CACHE_SECONDS
         now = time.monotonic()
         entry = self._entries.get(key)

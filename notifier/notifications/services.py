@@ -37,10 +37,8 @@ logger = logging.getLogger(__name__)
 
 # Read by every send, changed by an admin a few times a day: kept per process for
 # NOTIFIER_API_CACHE_SECONDS (notifier/core/localcache.py). Planning reads them afresh.
-_types: LocalCache[tuple[int, str], NotificationType] = LocalCache("notification types")
-_versions: LocalCache[tuple[int, str, tuple[str, ...]], list[TemplateVersion]] = LocalCache(
-    "published template versions"
-)
+_types: LocalCache[tuple[int, str], NotificationType | None] = LocalCache()
+_versions: LocalCache[tuple[int, str, tuple[str, ...]], list[TemplateVersion]] = LocalCache()
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +172,6 @@ def _create_notification(
             channels=wanted,
         ),
     )
-    assert versions is not None  # a list, maybe empty
     available = {version.template.channel for version in versions}
     channels = [channel for channel in wanted if channel in available]
     if request.channels is not None and len(channels) < len(wanted):

@@ -23,7 +23,7 @@ _DUMMY_HASH = hash_key("ntf_000000000000_dummy")
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
 # Keys with their tenants by prefix, for NOTIFIER_API_CACHE_SECONDS: a revoked key is refused
 # at once by the process that revoked it and within that time by the others.
-_keys: LocalCache[str, ApiKey] = LocalCache("api keys")
+_keys: LocalCache[str, ApiKey | None] = LocalCache()
 
 
 @dataclass(frozen=True, slots=True)
