@@ -311,6 +311,8 @@ def isolation(
         "p99_ms": percentile(latencies, 99),
         "max_ms": max(latencies),
         "mean_ms": statistics.fmean(latencies),
+        # In the order the probes were accepted: a slow first one is a cold process.
+        "latencies_ms": [round(latency, 1) for latency in latencies],
         "phase_p50_ms": {phase: percentile(values, 50) for phase, values in phases.items()},
         "phase_p99_ms": {phase: percentile(values, 99) for phase, values in phases.items()},
         "probes": probes,

@@ -43,6 +43,11 @@ PIPELINE_TABLES = (
 )
 
 
+BULK_NICE = 10
+"""The Procfile's ``nice -n`` of the bulk pool: the kernel gives a core to the critical and
+transactional lanes first while a campaign drains (docs/performance.md, isolation)."""
+
+
 @dataclass(frozen=True)
 class Pool:
     """One Celery worker process group: its queues and its number of pool processes."""
@@ -50,6 +55,8 @@ class Pool:
     name: str
     queues: tuple[str, ...]
     concurrency: int
+    nice: int = 0
+    """Added to the processes' CPU niceness, as the Procfile's ``nice -n``."""
 
 
 def lane_pools(*, transactional: int = 2, critical: int = 1) -> tuple[Pool, ...]:
@@ -63,7 +70,7 @@ def lane_pools(*, transactional: int = 2, critical: int = 1) -> tuple[Pool, ...]
         Pool("planner", (celeryconfig.PLANNING_QUEUE,), 1),
         Pool("critical", (celeryconfig.CRITICAL_PLANNING_QUEUE, *lane("critical")), critical),
         Pool("transactional", lane("transactional"), transactional),
-        Pool("bulk", lane("bulk"), 1),
+        Pool("bulk", lane("bulk"), 1, nice=BULK_NICE),
     )
 
 
@@ -120,7 +127,8 @@ class BenchStack(PrivateServers):
     def start_pool(self, pool: Pool, settings_module: str = "notifier.settings") -> None:
         self.spawn(
             pool.name,
-            [sys.executable, "-m", "celery", "-A", "notifier", "worker",
+            [*(["nice", "-n", str(pool.nice)] if pool.nice else []),
+             sys.executable, "-m", "celery", "-A", "notifier", "worker",
              "--queues", ",".join(pool.queues), "--concurrency", str(pool.concurrency),
              "--pool", "prefork", "--hostname", f"{pool.name}@%h", "--without-gossip",
              "--without-mingle", "--loglevel", "WARNING"],

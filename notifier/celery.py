@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notifier.settings")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("notifier")
 app.config_from_object("celeryconfig")
@@ -32,3 +37,41 @@ def declare_topology(sender: Any = None, **kwargs: Any) -> None:
         channel = conn.default_channel
         for queue in (*celeryconfig.dead_letter_queues, *celeryconfig.task_queues):
             queue.bind(channel).declare()
+
+
+@worker_process_init.connect
+def prepare_sending(**kwargs: Any) -> None:
+    """In each pool process of a worker that consumes delivery queues, build the providers of
+    those queues' channels at once, in a thread of its own (the process starts taking tasks
+    meanwhile; a task that needs a provider still being built waits for it). Without this,
+    the first delivery of every process after a start or a deploy pays for them: ~170 ms
+    more for the first critical email (docs/performance.md, isolation)."""
+    import celeryconfig
+
+    queues = {
+        celeryconfig.delivery_queue_name(lane, channel): channel
+        for lane in celeryconfig.LANES
+        for channel in celeryconfig.CHANNELS
+    }
+    channels = sorted({queues[name] for name in app.amqp.queues.consume_from if name in queues})
+    if channels:
+        threading.Thread(
+            target=_prepare_sending, args=(channels,), name="prepare-sending", daemon=True
+        ).start()
+
+
+def _prepare_sending(channels: list[str]) -> None:
+    from notifier.notifications.sending import prepare_process
+
+    started = time.perf_counter()
+    try:
+        built = prepare_process(channels)
+    except Exception:
+        logger.exception("preparing providers for %s failed", ", ".join(channels))
+        return
+    logger.info(
+        "providers ready for %s in %.0f ms: %s",
+        ", ".join(channels),
+        (time.perf_counter() - started) * 1000,
+        ", ".join(built) or "none configured",
+    )
