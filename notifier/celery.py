@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery
@@ -39,6 +40,19 @@ def declare_topology(sender: Any = None, **kwargs: Any) -> None:
             queue.bind(channel).declare()
 
 
+def consumed_channels(lanes: Iterable[str] | None = None) -> list[str]:
+    """The channels whose delivery queues (of ``lanes``, default all) this worker consumes;
+    outside a worker, where every queue counts as consumed, all of them."""
+    import celeryconfig
+
+    queues = {
+        celeryconfig.delivery_queue_name(lane, channel): channel
+        for lane in (celeryconfig.LANES if lanes is None else lanes)
+        for channel in celeryconfig.CHANNELS
+    }
+    return sorted({queues[name] for name in app.amqp.queues.consume_from if name in queues})
+
+
 @worker_process_init.connect
 def prepare_sending(**kwargs: Any) -> None:
     """In each pool process of a worker that consumes delivery queues, build the providers of
@@ -46,14 +60,7 @@ def prepare_sending(**kwargs: Any) -> None:
     meanwhile; a task that needs a provider still being built waits for it). Without this,
     the first delivery of every process after a start or a deploy pays for them: ~170 ms
     more for the first critical email (docs/performance.md, isolation)."""
-    import celeryconfig
-
-    queues = {
-        celeryconfig.delivery_queue_name(lane, channel): channel
-        for lane in celeryconfig.LANES
-        for channel in celeryconfig.CHANNELS
-    }
-    channels = sorted({queues[name] for name in app.amqp.queues.consume_from if name in queues})
+    channels = consumed_channels()
     if channels:
         threading.Thread(
             target=_prepare_sending, args=(channels,), name="prepare-sending", daemon=True

@@ -14,9 +14,9 @@ stored with them (``Recipient.email_key``) rather than normalized again.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from itertools import batched
 from uuid import UUID
 
@@ -55,13 +55,25 @@ class Batch:
     lane: str
     channel: str
     delivery_ids: list[int]
+    held_by: int | None = None
+    """The outbox row of a batch staged for its planner to send (``hold``), else None."""
 
 
 def plan_notification(
-    *, notification_id: UUID, now: datetime, batch_size: int, chunk_size: int = CHUNK_SIZE
+    *,
+    notification_id: UUID,
+    now: datetime,
+    batch_size: int,
+    chunk_size: int = CHUNK_SIZE,
+    hold: Callable[[Batch], bool] | None = None,
 ) -> list[Batch]:
     """Create the deliveries of a queued notification and stage their messages; return the
-    batches staged."""
+    batches staged.
+
+    Batches for which ``hold`` is true are the caller's to send once this returns: their
+    outbox rows are held (``relay.stage_deliveries``' ``hold_for``) and named by the
+    batches' ``held_by``.
+    """
     with transaction.atomic():
         notification = (
             Notification.objects.select_for_update(of=("self",))
@@ -93,8 +105,8 @@ def plan_notification(
             planned = _plan(notification, chunk, fallbacks, versions, now)
             queued = write_deliveries(notification, planned, now=now, code="planned", failed_at=now)
             # Their messages are outbox rows of this transaction: never queued rows without one.
-            staged += _stage(batches.add(queued))
-        staged += _stage(batches.rest())
+            staged += _stage(batches.add(queued), hold)
+        staged += _stage(batches.rest(), hold)
         notification.status = NotificationStatus.PLANNED
         notification.save(update_fields=["status"])
     return staged
@@ -150,9 +162,20 @@ class _Batches:
         return batches
 
 
-def _stage(batches: list[Batch]) -> list[Batch]:
-    relay.stage_deliveries(batches)
-    return batches
+HOLD_FOR = timedelta(seconds=15)
+"""How long a held batch's outbox row waits for its planner to send it before the relay
+publishes it anyway: longer than a send takes, short enough should the planner die."""
+
+
+def _stage(batches: list[Batch], hold: Callable[[Batch], bool] | None) -> list[Batch]:
+    if hold is None:
+        relay.stage_deliveries(batches)
+        return batches
+    held = [batch for batch in batches if hold(batch)]
+    rest = [batch for batch in batches if not hold(batch)]
+    relay.stage_deliveries(rest)
+    outbox_ids = relay.stage_deliveries(held, hold_for=HOLD_FOR)
+    return rest + [replace(batch, held_by=pk) for batch, pk in zip(held, outbox_ids, strict=True)]
 
 
 def _plan(

@@ -42,11 +42,16 @@ NOTIFICATION_ACCEPTED = "notification.accepted"
 DELIVERIES_QUEUED = "deliveries.queued"
 
 
-def stage_deliveries(batches: Iterable[Batch], *, resend: bool = False) -> list[int]:
-    """Outbox rows for batches of queued deliveries, in the caller's transaction; each is
+def stage_deliveries(
+    batches: Iterable[Batch], *, resend: bool = False, hold_for: timedelta | None = None
+) -> list[int]:
+    r"""Outbox rows for batches of queued deliveries, in the caller's transaction; each is
     published right after the commit, and by the relay if that fails. Returns their ids.
 
     ``resend`` lets the claim take critical deliveries of unknown outcome (SPEC guarantee 3).
+    ``hold_for``: the caller sends the batches itself right after the commit, and then
+    :func:`discard`\ s the rows; they are not published on commit, and the relay publishes
+    them only if they are still there ``hold_for`` later (the caller died, or is that slow).
     """
     now = timezone.now()
     rows = OutboxMessage.objects.bulk_create(
@@ -58,14 +63,20 @@ def stage_deliveries(batches: Iterable[Batch], *, resend: bool = False) -> list[
                 "delivery_ids": list(batch.delivery_ids),
                 **({"resend": True} if resend else {}),
             },
-            available_at=now,
+            available_at=now + hold_for if hold_for else now,
         )
         for batch in batches
     )
     ids = [row.pk for row in rows]
-    if ids and settings.NOTIFIER_PUBLISH_ON_COMMIT:
+    if ids and settings.NOTIFIER_PUBLISH_ON_COMMIT and not hold_for:
         transaction.on_commit(partial(publish_now, *ids))
     return ids
+
+
+def discard(*outbox_ids: int) -> None:
+    """Delete outbox rows not published yet: their work was done without a message (see
+    ``stage_deliveries``' ``hold_for``). A row the relay has published meanwhile stays."""
+    OutboxMessage.objects.filter(pk__in=outbox_ids, published_at__isnull=True).delete()
 
 
 def _task_call(row: OutboxMessage) -> TaskCall:

@@ -14,8 +14,9 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
+from notifier.celery import consumed_channels
 from notifier.core import unsafe
-from notifier.notifications import planning, relay, sending, services, sweeps
+from notifier.notifications import delivering, relay, services, sweeps
 
 # PostgreSQL unreachable (or restarting) is an outage, not a poison message: the task's
 # message waits in the broker's delayed delivery, with exponential backoff and full jitter up
@@ -40,20 +41,17 @@ SWEEP: dict[str, Any] = {"acks_on_failure": True, "acks_on_timeout": True}
 
 @shared_task(name="notify.plan.notification", **RETRY_DURING_DATABASE_OUTAGE)
 def plan_notification(notification_id: str, lane: str = "transactional") -> None:
-    planning.plan_notification(
+    delivering.plan_and_send(
         notification_id=notification_id,  # type: ignore[arg-type]
-        now=timezone.now(),
         batch_size=settings.NOTIFIER_DELIVERY_BATCH,
+        sends_critical=consumed_channels(lanes=("critical",)) if lane == "critical" else (),
     )
 
 
 def _deliver(delivery_ids: list[int], resend: bool) -> dict[str, int]:
-    counts = sending.send_deliveries(delivery_ids=delivery_ids, resend=resend)
-    # A user's next message, held back for order, follows its predecessor at once.
-    sweeps.release_waiting(
-        delivery_ids=delivery_ids, now=timezone.now(), batch_size=settings.NOTIFIER_DELIVERY_BATCH
+    return delivering.send_batch(
+        delivery_ids=delivery_ids, batch_size=settings.NOTIFIER_DELIVERY_BATCH, resend=resend
     )
-    return counts
 
 
 @shared_task(name="notify.deliver.push", **RETRY_DURING_DATABASE_OUTAGE)
