@@ -114,10 +114,11 @@ def dead_letter_reasons(stack: Stack) -> dict[str, tuple[str, str]]:
 def test_poison_messages_are_dead_lettered_with_their_reason_and_the_rest_flows(
     stack: Stack, sends: int
 ) -> None:
-    # given clients sending, and one notification already delivered whose row we lock, so
-    # that planning it again waits on the lock for ever
+    # given clients sending, and one notification already planned (it has deliveries) whose
+    # row we lock, so that planning it again waits on the lock for ever (one still to plan
+    # would hang its own planning task too, and be dead-lettered beside the poison)
     running = start_sending(stack, sends, "poison", first=next(USERS))
-    ((locked,),) = stack.query("SELECT id::text FROM notifications_notification LIMIT 1")
+    ((locked,),) = stack.query("SELECT notification_id::text FROM notifications_delivery LIMIT 1")
     holder = psycopg2.connect(stack.postgres.url(DATABASE))
     holder.cursor().execute(
         "SELECT 1 FROM notifications_notification WHERE id = %s FOR UPDATE", (locked,)
