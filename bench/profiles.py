@@ -23,8 +23,14 @@ def summarize(paths: list[Path], *, match: list[str], top: int) -> str:
     innermost: Counter[str] = Counter()
     total = 0
     for path in paths:
-        for line in path.read_text().splitlines():
+        # One stack a line, "stack count". py-spy sometimes writes a frame's name as the
+        # bytes it read, control characters and newlines included: the piece of such a stack
+        # before the newline ends in no count and is left out (the rest counts, its outer
+        # frames lost).
+        for line in path.read_text(errors="replace").split("\n"):
             stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
             samples = int(count)
             total += samples
             frames = stack.split(";")

@@ -1,13 +1,17 @@
-"""The benchmarks' arithmetic: percentiles, sustained rates, ratios, targets, seeded numbers.
+"""The benchmarks' arithmetic: percentiles, sustained rates, ratios, targets, seeded numbers,
+profile summaries.
 
 Nothing here times anything; ``make bench`` does (bench/README.md).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import phonenumbers
 import pytest
 
+from bench import profiles
 from bench.load import LoadSpec, body
 from bench.population import email, phone, user_id
 from bench.results import Figure, Target, table
@@ -103,3 +107,23 @@ def test_a_user_pool_brings_the_same_users_round_again():
     assert bodies[1] == [user_id(13), user_id(10), user_id(11)]
     every = [user for users in bodies for user in users]
     assert sorted(every) == sorted([user_id(n) for n in range(10, 14)] * 3)
+
+
+def test_a_profile_summary_leaves_out_the_pieces_of_a_stack_broken_by_a_frame_name(
+    tmp_path: Path,
+) -> None:
+    # given py-spy's folded stacks, one of them split by a frame name holding a newline and
+    # the control characters str.splitlines() would split at too
+    profile = tmp_path / "web.txt"
+    profile.write_text(
+        "main (app.py:1);send (app.py:9) 3\n"
+        "main (app.py:1);b'\x1c\x00\nrest' (lib.py:2) 5\n"
+        "main (app.py:1) 1\n"
+    )
+
+    # when it is summarized
+    summary = profiles.summarize([profile], match=[], top=10)
+
+    # then it is not stopped: the piece with no count is left out, the rest counts
+    assert summary.startswith("9 samples in 1 file(s)")
+    assert " 33.3%  send (app.py)" in summary
