@@ -29,7 +29,10 @@ class NotificationStatus(models.TextChoices):
 
 class Notification(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="notifications")
+    # Indexed as the first column of notification_recent.
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="notifications", db_index=False
+    )
     notification_type = models.ForeignKey(
         NotificationType, on_delete=models.PROTECT, related_name="notifications"
     )
@@ -44,7 +47,7 @@ class Notification(models.Model):
     channels_requested = models.BooleanField(
         default=False, help_text="True when the caller named the channels explicitly."
     )
-    template_variant = models.SlugField(max_length=64, default="default")
+    template_variant = models.SlugField(max_length=64, default="default", db_index=False)
     template_vars = models.JSONField(default=dict, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     request_id = models.CharField(max_length=255, blank=True)
@@ -74,10 +77,11 @@ class NotificationRecipient(models.Model):
     user history and status endpoints read it from the moment of the 202.
     """
 
+    # Both indexed as the first column of a composite index below.
     notification = models.ForeignKey(
-        Notification, on_delete=models.CASCADE, related_name="recipients"
+        Notification, on_delete=models.CASCADE, related_name="recipients", db_index=False
     )
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
     user_id = models.CharField(max_length=255)
     position = models.PositiveIntegerField()
     created_at = models.DateTimeField()
@@ -122,9 +126,11 @@ class DeliveryState(models.TextChoices):
 class Delivery(models.Model):
     """One recipient × channel × destination."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    # Both indexed as the first column of a composite index below: a single-column index
+    # of their own would only cost every insert (planning writes a row per recipient).
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
     notification = models.ForeignKey(
-        Notification, on_delete=models.CASCADE, related_name="deliveries"
+        Notification, on_delete=models.CASCADE, related_name="deliveries", db_index=False
     )
     recipient = models.ForeignKey(
         Recipient, on_delete=models.SET_NULL, null=True, blank=True, related_name="deliveries"
@@ -222,7 +228,10 @@ class Delivery(models.Model):
 class DeliveryEvent(models.Model):
     """One change of a delivery's state, or one provider report about it."""
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="events")
+    # Indexed as the first column of delivery_event_time.
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     state = models.CharField(max_length=16, choices=DeliveryState.choices)
     provider = models.CharField(max_length=32, blank=True)
     code = models.CharField(max_length=64, blank=True, help_text="Provider or internal code")
