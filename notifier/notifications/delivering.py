@@ -6,12 +6,14 @@ critical pool does both) is sent by that process as soon as planning commits, in
 through one more message: the broker hop, the publish's confirm and the queue's wait cost a
 one-time password tens of milliseconds (docs/performance.md, isolation). Its outbox rows are
 still committed with the deliveries, held back for ``planning.HOLD_FOR``, and discarded once
-the batch is sent; if the process dies first, the relay publishes them and the batch goes the
-usual way. Either way the claim admits one send per delivery (SPEC guarantee 3).
+the batch is sent; if sending fails here they are published at once, and if the process dies
+first the relay publishes them when the hold is over; the batch then goes the usual way. Either
+way the claim admits one send per delivery (SPEC guarantee 3).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from uuid import UUID
 
@@ -19,6 +21,8 @@ from django.utils import timezone
 
 from notifier.notifications import planning, relay, sending, sweeps
 from notifier.notifications.planning import Batch
+
+logger = logging.getLogger(__name__)
 
 
 def send_batch(
@@ -46,7 +50,15 @@ def plan_and_send(
         notification_id=notification_id, now=timezone.now(), batch_size=batch_size, hold=held
     )
     for batch in batches:
-        if batch.held_by is not None:
+        if batch.held_by is None:
+            continue
+        try:
             send_batch(delivery_ids=batch.delivery_ids, batch_size=batch_size)
+        except Exception:
+            # Not the planning task's failure: its work is committed. The batch's message,
+            # published now, takes over; a failure that repeats dead-letters as its own.
+            logger.exception("critical batch of outbox row %s not sent here", batch.held_by)
+            relay.release(batch.held_by)
+        else:
             relay.discard(batch.held_by)
     return batches

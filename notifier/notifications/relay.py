@@ -45,13 +45,14 @@ DELIVERIES_QUEUED = "deliveries.queued"
 def stage_deliveries(
     batches: Iterable[Batch], *, resend: bool = False, hold_for: timedelta | None = None
 ) -> list[int]:
-    r"""Outbox rows for batches of queued deliveries, in the caller's transaction; each is
+    """Outbox rows for batches of queued deliveries, in the caller's transaction; each is
     published right after the commit, and by the relay if that fails. Returns their ids.
 
     ``resend`` lets the claim take critical deliveries of unknown outcome (SPEC guarantee 3).
-    ``hold_for``: the caller sends the batches itself right after the commit, and then
-    :func:`discard`\ s the rows; they are not published on commit, and the relay publishes
-    them only if they are still there ``hold_for`` later (the caller died, or is that slow).
+    ``hold_for``: the caller sends the batches itself right after the commit, then discards
+    the rows (:func:`discard`), or releases them (:func:`release`) if it could not send them.
+    They are not published on commit, and the relay publishes them once ``hold_for`` is over
+    if they are still there (the caller died, or is that slow).
     """
     now = timezone.now()
     rows = OutboxMessage.objects.bulk_create(
@@ -74,9 +75,16 @@ def stage_deliveries(
 
 
 def discard(*outbox_ids: int) -> None:
-    """Delete outbox rows not published yet: their work was done without a message (see
-    ``stage_deliveries``' ``hold_for``). A row the relay has published meanwhile stays."""
+    """Delete held outbox rows not published yet: their work was done without a message
+    (``stage_deliveries``' ``hold_for``). A row the relay has published meanwhile stays."""
     OutboxMessage.objects.filter(pk__in=outbox_ids, published_at__isnull=True).delete()
+
+
+def release(*outbox_ids: int) -> None:
+    """Make held outbox rows due now: the relay publishes them on its next pass."""
+    OutboxMessage.objects.filter(pk__in=outbox_ids, published_at__isnull=True).update(
+        available_at=timezone.now()
+    )
 
 
 def _task_call(row: OutboxMessage) -> TaskCall:

@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 import celeryconfig
 from notifier.content.models import NotificationType
 from notifier.core.enums import Priority
-from notifier.notifications import planning, relay, services
+from notifier.notifications import delivering, planning, relay, services
 from notifier.notifications.models import Delivery, OutboxMessage
 from notifier.recipients.models import Recipient
 from notifier.tenancy.models import Tenant
@@ -105,4 +105,37 @@ def test_a_held_batch_its_planner_did_not_send_is_published_by_the_relay_later(
     sender = start_worker(queues=CRITICAL_EMAIL, concurrency=1)
     wait_for(lambda: sent_to_ada(sender), timeout=30)
     assert OutboxMessage.objects.get(pk=batch.held_by).published_at is not None
+    assert len(sent_to_ada(sender)) == 1
+
+
+def test_a_held_batch_its_planner_failed_to_send_is_released_to_the_relay_at_once(
+    start_worker: Callable[..., Worker],
+    tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a critical notification whose planner fails to send its batch (a fault of its
+    # own: here, the call raising)
+    outcome = services.accept_notification(
+        tenant=tenant,
+        request=services.SendRequest(
+            user_ids=["ada"], notification_type="alert", channels=["email"],
+            priority=Priority.CRITICAL, template_vars={"code": "7"},
+        ),
+    )  # fmt: skip
+
+    def broken(**kwargs: object) -> dict[str, int]:
+        raise RuntimeError("the planner's sending broke")
+
+    monkeypatch.setattr(delivering, "send_batch", broken)
+
+    # when it plans and tries to send it
+    (batch,) = delivering.plan_and_send(
+        notification_id=outcome.body["notification_id"], batch_size=50, sends_critical=["email"]
+    )
+
+    # then planning stands, and the batch is due now: the relay's next pass publishes it
+    assert batch.held_by is not None
+    assert relay.relay_outbox(now=timezone.now(), topic=QUEUED) == 1
+    sender = start_worker(queues=CRITICAL_EMAIL, concurrency=1)
+    wait_for(lambda: sent_to_ada(sender), timeout=30)
     assert len(sent_to_ada(sender)) == 1
