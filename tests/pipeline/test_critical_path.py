@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from uuid import UUID
 
 import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 import celeryconfig
-from notifier.content.models import NotificationType
 from notifier.core.enums import Priority
 from notifier.notifications import delivering, planning, relay, services
 from notifier.notifications.models import Delivery, OutboxMessage
-from notifier.recipients.models import Recipient
 from notifier.tenancy.models import Tenant
 from tests.factories import client_for
 from tests.pipeline.conftest import Worker, send, wait_for
@@ -32,6 +31,19 @@ pytestmark = [
 CRITICAL_PLANNING = celeryconfig.CRITICAL_PLANNING_QUEUE
 CRITICAL_EMAIL = celeryconfig.delivery_queue_name("critical", "email")
 QUEUED = relay.DELIVERIES_QUEUED
+
+
+def accept_critical_email(tenant: Tenant) -> UUID:
+    """Accept a critical ``alert`` to ada by email, in this process; its id."""
+    outcome = services.accept_notification(
+        tenant=tenant,
+        request=services.SendRequest(
+            user_ids=["ada"], notification_type="alert", channels=["email"],
+            priority=Priority.CRITICAL, template_vars={"code": "7"},
+        ),
+    )  # fmt: skip
+    notification_id: UUID = outcome.body["notification_id"]
+    return notification_id
 
 
 def sent_to_ada(worker: Worker) -> list[dict[str, str]]:
@@ -77,19 +89,13 @@ def test_a_planner_that_does_not_send_the_channel_publishes_the_batch(
 
 
 def test_a_held_batch_its_planner_did_not_send_is_published_by_the_relay_later(
-    start_worker: Callable[..., Worker], tenant: Tenant, alerts: NotificationType, ada: Recipient
+    start_worker: Callable[..., Worker], tenant: Tenant
 ) -> None:
     # given a critical notification planned with its batch held for a sender that then died
     # (planned here, in the test process, which sends nothing)
-    outcome = services.accept_notification(
-        tenant=tenant,
-        request=services.SendRequest(
-            user_ids=["ada"], notification_type="alert", channels=["email"],
-            priority=Priority.CRITICAL, template_vars={"code": "7"},
-        ),
-    )  # fmt: skip
+    notification_id = accept_critical_email(tenant)
     (batch,) = planning.plan_notification(
-        notification_id=outcome.body["notification_id"],
+        notification_id=notification_id,
         now=timezone.now(),
         batch_size=50,
         hold=lambda batch: True,
@@ -115,13 +121,7 @@ def test_a_held_batch_its_planner_failed_to_send_is_released_to_the_relay_at_onc
 ) -> None:
     # given a critical notification whose planner fails to send its batch (a fault of its
     # own: here, the call raising)
-    outcome = services.accept_notification(
-        tenant=tenant,
-        request=services.SendRequest(
-            user_ids=["ada"], notification_type="alert", channels=["email"],
-            priority=Priority.CRITICAL, template_vars={"code": "7"},
-        ),
-    )  # fmt: skip
+    notification_id = accept_critical_email(tenant)
 
     def broken(**kwargs: object) -> dict[str, int]:
         raise RuntimeError("the planner's sending broke")
@@ -130,7 +130,7 @@ def test_a_held_batch_its_planner_failed_to_send_is_released_to_the_relay_at_onc
 
     # when it plans and tries to send it
     (batch,) = delivering.plan_and_send(
-        notification_id=outcome.body["notification_id"], batch_size=50, sends_critical=["email"]
+        notification_id=notification_id, batch_size=50, sends_critical=["email"]
     )
 
     # then planning stands, and the batch is due now: the relay's next pass publishes it
