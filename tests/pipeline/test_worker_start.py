@@ -48,15 +48,19 @@ def _ready_lines(worker: Worker, processes: int) -> list[str]:
 def test_each_pool_process_builds_the_providers_of_the_channels_it_consumes(
     start_worker: Callable[..., Worker],
 ) -> None:
+    # given providers for every channel, email with a fallback
+    providers = _providers(SES_OPTIONS)
+
+    # when a worker of two processes starts on critical planning, email and bulk SMS
     worker = start_worker(
         queues="notify.critical.planning,notify.critical.email,notify.bulk.sms",
         concurrency=2,
-        NOTIFIER_PROVIDERS_JSON=_providers(SES_OPTIONS),
+        NOTIFIER_PROVIDERS_JSON=providers,
     )
 
+    # then each process says what it built
     lines = _ready_lines(worker, processes=2)
-
-    assert len(lines) == 2  # one per pool process
+    assert len(lines) == 2
     for line in lines:
         # Email's and SMS's providers, every one configured (the fallbacks too); not push's.
         assert re.fullmatch(
@@ -68,25 +72,28 @@ def test_each_pool_process_builds_the_providers_of_the_channels_it_consumes(
 def test_a_provider_that_refuses_its_options_is_reported_at_start(
     start_worker: Callable[..., Worker],
 ) -> None:
+    # given SES configured with a sender address that is not one
+    providers = _providers({**SES_OPTIONS, "FROM_ADDRESS": "not an address"})
+
+    # when an email worker starts
     worker = start_worker(
-        queues="notify.transactional.email",
-        concurrency=1,
-        NOTIFIER_PROVIDERS_JSON=_providers({**SES_OPTIONS, "FROM_ADDRESS": "not an address"}),
+        queues="notify.transactional.email", concurrency=1, NOTIFIER_PROVIDERS_JSON=providers
     )
 
+    # then, before any delivery, its log names the provider and the option at fault, and the
+    # other provider is ready
     (line,) = _ready_lines(worker, processes=1)
-
-    # Before any delivery: the operator sees which provider is misconfigured, and why.
     log = worker.log.read_text()
     assert re.search(r"ERROR.*provider email/ses cannot be used: .*FROM_ADDRESS", log), log[-2000:]
     assert line.endswith(": email/sandbox")
 
 
 def test_a_planning_worker_builds_no_provider(start_worker: Callable[..., Worker]) -> None:
+    # when a planning worker starts, then a sending worker
     planner = start_worker(queues="notify.planning", concurrency=1)
-    # A sending worker started after it has logged its line; the planner, by then, none.
     sender = start_worker(queues="notify.transactional.push", concurrency=1)
 
+    # then by the time the sender has built its providers, the planner has built none
     (line,) = _ready_lines(sender, processes=1)
     assert line.endswith(": push/sandbox")
     assert "providers ready" not in planner.log.read_text()
