@@ -13,6 +13,7 @@ way the claim admits one send per delivery (SPEC guarantee 3).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Collection, Sequence
 from uuid import UUID
@@ -41,7 +42,12 @@ def plan_and_send(
 ) -> list[Batch]:
     """Plan a notification (``planning.plan_notification``); its critical batches on the
     channels in ``sends_critical`` (those whose critical queues this process consumes) are
-    sent here and now. Returns the batches staged."""
+    sent here and now. Returns the batches staged.
+
+    Critical batches hold one delivery each, so that each is sent the moment its message
+    arrives; sent here, ``batch_size`` of them go together, their provider calls concurrent,
+    instead of one after another.
+    """
 
     def held(batch: Batch) -> bool:
         return batch.lane == "critical" and batch.channel in sends_critical
@@ -49,16 +55,18 @@ def plan_and_send(
     batches = planning.plan_notification(
         notification_id=notification_id, now=timezone.now(), batch_size=batch_size, hold=held
     )
-    for batch in batches:
-        if batch.held_by is None:
-            continue
+    for chunk in itertools.batched((b for b in batches if b.held_by is not None), batch_size):
+        outbox_ids = [batch.held_by for batch in chunk if batch.held_by is not None]
         try:
-            send_batch(delivery_ids=batch.delivery_ids, batch_size=batch_size)
+            send_batch(
+                delivery_ids=[pk for batch in chunk for pk in batch.delivery_ids],
+                batch_size=batch_size,
+            )
         except Exception:
-            # Not the planning task's failure: its work is committed. The batch's message,
-            # published now, takes over; a failure that repeats dead-letters as its own.
-            logger.exception("critical batch of outbox row %s not sent here", batch.held_by)
-            relay.release(batch.held_by)
+            # Not the planning task's failure: its work is committed. The batches' messages,
+            # published now, take over; a failure that repeats dead-letters as their own.
+            logger.exception("critical batches of outbox rows %s not sent here", outbox_ids)
+            relay.release(*outbox_ids)
         else:
-            relay.discard(batch.held_by)
+            relay.discard(*outbox_ids)
     return batches

@@ -168,11 +168,10 @@ publishes it anyway: longer than a send takes, short enough should the planner d
 
 
 def _stage(batches: list[Batch], hold: Callable[[Batch], bool] | None) -> list[Batch]:
-    if hold is None:
-        relay.stage_deliveries(batches)
-        return batches
-    held = [batch for batch in batches if hold(batch)]
-    rest = [batch for batch in batches if not hold(batch)]
+    held: list[Batch] = []
+    rest: list[Batch] = []
+    for batch in batches:
+        (held if hold is not None and hold(batch) else rest).append(batch)
     relay.stage_deliveries(rest)
     outbox_ids = relay.stage_deliveries(held, hold_for=HOLD_FOR)
     return rest + [replace(batch, held_by=pk) for batch, pk in zip(held, outbox_ids, strict=True)]

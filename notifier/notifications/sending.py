@@ -223,18 +223,16 @@ def prepare_process(channels: Iterable[str]) -> list[str]:
     Returns the providers built, as ``channel/name``. A provider whose configuration is
     refused is logged now, at start, and fails its deliveries as it would have anyway.
     """
-    built: list[str] = []
+    built = []
     for channel in channels:
         for name in registry.names(channel):
             try:
-                registry.get(channel, name)
+                built.append(registry.get(channel, name))
             except ProviderConfigurationError as exc:
                 logger.error("provider %s/%s cannot be used: %s", channel, name, exc.message)
-            else:
-                built.append(f"{channel}/{name}")
     # Falls back to the process's own breakers, as sending does, if Redis is down.
-    breakers().statuses(name.partition("/")[2] for name in built)
-    return built
+    breakers().statuses(provider.name for provider in built)
+    return [f"{provider.channel}/{provider.name}" for provider in built]
 
 
 _pool: tuple[tuple[int, int], ThreadPoolExecutor] | None = None

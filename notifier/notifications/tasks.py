@@ -44,7 +44,7 @@ def plan_notification(notification_id: str, lane: str = "transactional") -> None
     delivering.plan_and_send(
         notification_id=notification_id,  # type: ignore[arg-type]
         batch_size=settings.NOTIFIER_DELIVERY_BATCH,
-        sends_critical=consumed_channels(lanes=("critical",)) if lane == "critical" else (),
+        sends_critical=consumed_channels(lanes=("critical",)),
     )
 
 

@@ -30,6 +30,7 @@ pytestmark = [
 
 CRITICAL_PLANNING = celeryconfig.CRITICAL_PLANNING_QUEUE
 CRITICAL_EMAIL = celeryconfig.delivery_queue_name("critical", "email")
+CRITICAL_SMS = celeryconfig.delivery_queue_name("critical", "sms")
 QUEUED = relay.DELIVERIES_QUEUED
 
 
@@ -68,6 +69,27 @@ def test_the_critical_pool_sends_what_it_planned_without_another_message(
     # and its batch never became a message: its outbox row was discarded, unpublished
     assert not OutboxMessage.objects.filter(topic=QUEUED).exists()
     assert len(sent_to_ada(worker)) == 1
+
+
+def test_the_critical_pool_sends_a_notifications_batches_together(
+    start_worker: Callable[..., Worker], tenant: Tenant
+) -> None:
+    # given the critical pool on email and SMS
+    worker = start_worker(
+        queues=f"{CRITICAL_PLANNING},{CRITICAL_EMAIL},{CRITICAL_SMS}", concurrency=1
+    )
+
+    # when a critical notification goes to ada by email and SMS (a batch each)
+    notification_id = send(
+        client_for(tenant), priority=Priority.CRITICAL, channels=["email", "sms"]
+    )
+
+    # then both are sent once, and neither batch became a message
+    deliveries = Delivery.objects.filter(notification_id=notification_id)
+    wait_for(lambda: sorted(deliveries.values_list("state", flat=True)) == ["sent", "sent"])
+    assert not OutboxMessage.objects.filter(topic=QUEUED).exists()
+    destinations = sorted(m["destination"] for m in worker.sent())
+    assert destinations == ["+14155550123", "ada@example.com"]
 
 
 def test_a_planner_that_does_not_send_the_channel_publishes_the_batch(
