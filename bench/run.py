@@ -44,6 +44,8 @@ class Sizes:
     backlogs: tuple[int, ...]
     """Fan-out sizes, smallest first; the largest gives the fan-out figures."""
     workers: tuple[int, ...]
+    calls: int
+    """Calls of each provider in the ``calls`` scenario."""
 
     @property
     def users(self) -> int:
@@ -60,7 +62,7 @@ class Sizes:
 QUICK = Sizes(
     single_posts=200, bulk_requests=5, deliveries=2_000, naive_deliveries=300,
     naive_single_posts=200, backlog=10_000, probe_seconds=6, backlogs=(2_000, 10_000),
-    workers=(1, 2),
+    workers=(1, 2), calls=500,
 )  # fmt: skip
 # Sized for make bench to stay under 20 minutes on 2 cores. The issue asks for a 200,000
 # backlog behind the critical probes and a 1,000,000-recipient fan-out; planning now runs at
@@ -70,7 +72,7 @@ QUICK = Sizes(
 FULL = Sizes(
     single_posts=600, bulk_requests=20, deliveries=6_000, naive_deliveries=800,
     naive_single_posts=400, backlog=30_000, probe_seconds=15, backlogs=(10_000, 30_000),
-    workers=(1, 2, 4),
+    workers=(1, 2, 4), calls=2_000,
 )  # fmt: skip
 PROBE_RATES = (1.0, 5.0)
 """Critical probes a second: a trickle, and a rate near what one critical process keeps up
@@ -174,6 +176,8 @@ class Bench:
                 self.fan_out()
             if "cost" in only:
                 self.cost_curve()
+            if "calls" in only:
+                self.provider_calls()
 
     def order(self) -> None:
         """Email to users who each get ORDER_PER_USER notifications: the price of keeping a
@@ -248,6 +252,22 @@ class Bench:
         self.record("fanout.enqueued_rate", result["enqueued_per_s"])
         self.record("fanout.drain_rate", result["drain_per_s"])
         self.figures["fanout.enqueued_s"].note = f"{self.sizes.backlogs[-1]:,} recipients"
+
+    def provider_calls(self) -> None:
+        """CPU per provider call, each provider's SDK and the same request without one."""
+        result = self.detail("calls", scenarios.provider_calls(self.stack, calls=self.sizes.calls))
+        bare = result["bare"]["cpu_ms_per_call"]
+        for provider, measured in result.items():
+            key = f"calls.{provider}"
+            label = (
+                "provider call CPU: bare HTTP (urllib3)"
+                if provider == "bare"
+                else f"provider call CPU: {provider}"
+            )
+            self.figures.setdefault(key, Figure(key, label, "ms", higher_is_better=False))
+            self.record(key, measured["cpu_ms_per_call"])
+            if provider != "bare":
+                self.figures[key].note = f"{measured['cpu_ms_per_call'] / bare:.1f}x bare HTTP"
 
     def cost_curve(self) -> None:
         """Email deliveries/s and the pool's memory as the transactional pool grows."""
@@ -362,7 +382,7 @@ class Bench:
                 self.e2e("mixed", self.sizes.naive_deliveries, 0, naive=True)
 
 
-SCENARIOS = ("ingest", "e2e", "order", "isolation", "fanout", "cost")
+SCENARIOS = ("ingest", "e2e", "order", "isolation", "fanout", "cost", "calls")
 SCALAR_SIZES = tuple(name for name, kind in Sizes.__annotations__.items() if kind == "int")
 
 
@@ -398,6 +418,13 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="processes of the critical pool (1: the Procfile's)",
     )
+    parser.add_argument(
+        "--backlogs",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="fan-out sizes instead of the chosen set's, e.g. --backlogs 10000 100000 1000000",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument(
         "--profile",
@@ -415,6 +442,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--size {override}: expected NAME=N, NAME one of {SCALAR_SIZES}")
         overrides[name] = int(value)
     sizes = replace(sizes, **overrides)  # type: ignore[arg-type] # only the int fields
+    if args.backlogs:
+        if any(size < 1000 or size % 1000 for size in args.backlogs):
+            # Fan-out sends 1,000-user requests, the most the API takes in one.
+            parser.error("--backlogs: each size is a multiple of 1000")
+        sizes = replace(sizes, backlogs=tuple(sorted(args.backlogs)))
     repeats = 1 if args.quick else args.repeats
     only = set(args.only)
 

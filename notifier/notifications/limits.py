@@ -8,6 +8,13 @@ channel once per the type's ``dedup_window``. Both count distinct notifications 
 delivery (queued, on its way or sent) in the window, with one aggregate query per rule for all
 users of the notification. They are best effort under concurrency: two notifications planned
 at the same instant may both pass a cap that admits one more.
+
+Each query reads the users' recent deliveries first, through the index on (tenant, user,
+channel, queued_at), and only then joins their notifications (a materialized CTE). Left to
+choose, PostgreSQL may start from the notifications in the rule's scope instead and probe
+each one's deliveries for every user: with a campaign of 1,000,000 users planned as 1,000
+notifications, that plan took 263 ms a 1,000-user chunk on average, most of the planner's
+time (docs/performance.md, fan-out).
 """
 
 from __future__ import annotations
@@ -18,10 +25,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count
+from django.db import connection
 
 from notifier.core.enums import Priority
-from notifier.notifications.models import Delivery, DeliveryState, Notification
+from notifier.notifications.models import DeliveryState, Notification
 
 LIVE_STATES = (
     DeliveryState.QUEUED,
@@ -40,7 +47,10 @@ class CapRule:
     channels: tuple[str, ...]
     limit: int
     period: int  # seconds
-    scope: dict[str, Any]  # extra filter on the counted deliveries
+    scope: str = ""
+    """Which notifications count: every one (""), those of the type's ``category`` or of the
+    ``type`` itself (``scope_value``)."""
+    scope_value: Any = None
 
 
 def cap_rules(notification: Notification) -> list[CapRule]:
@@ -54,7 +64,6 @@ def cap_rules(notification: Notification) -> list[CapRule]:
             (channel,),
             cap["limit"],
             cap["period"],
-            {},
         )
         for channel, cap in settings.NOTIFIER_CHANNEL_CAPS.items()
         if channel in channels
@@ -68,7 +77,8 @@ def cap_rules(notification: Notification) -> list[CapRule]:
                 channels,
                 category_cap["limit"],
                 category_cap["period"],
-                {"notification__notification_type__category": notification_type.category},
+                "category",
+                notification_type.category,
             )
         )
     if notification_type.cap_limit is not None and notification_type.cap_period:
@@ -79,10 +89,49 @@ def cap_rules(notification: Notification) -> list[CapRule]:
                 channels,
                 notification_type.cap_limit,
                 notification_type.cap_period,
-                {"notification__notification_type_id": notification_type.pk},
+                "type",
+                notification_type.pk,
             )
         )
     return rules
+
+
+# The users' live deliveries on ``channels`` since ``since``, other than this notification's.
+_RECENT = """
+WITH recent AS MATERIALIZED (
+  SELECT d.user_id, d.channel, d.notification_id
+  FROM notifications_delivery d
+  WHERE d.tenant_id = %(tenant)s AND d.user_id = ANY(%(users)s::varchar[])
+    AND d.channel = ANY(%(channels)s::varchar[]) AND d.queued_at >= %(since)s
+    AND d.state = ANY(%(states)s::varchar[]) AND d.notification_id <> %(notification)s
+)
+"""
+_SCOPES = {
+    "": "",
+    "category": """
+  JOIN notifications_notification n ON n.id = r.notification_id
+  JOIN content_notificationtype t ON t.id = n.notification_type_id
+  WHERE t.category = %(scope)s""",
+    "type": """
+  JOIN notifications_notification n ON n.id = r.notification_id
+  WHERE n.notification_type_id = %(scope)s""",
+}
+_CAP_SQL = (
+    _RECENT
+    + """
+SELECT r.user_id, r.channel, count(DISTINCT r.notification_id) >= %(limit)s
+FROM recent r {scope}
+GROUP BY r.user_id, r.channel
+"""
+)
+_DUPLICATE_SQL = (
+    _RECENT
+    + """
+SELECT DISTINCT r.user_id, r.channel
+FROM recent r JOIN notifications_notification n ON n.id = r.notification_id
+WHERE n.content_hash = %(content_hash)s
+"""
+)
 
 
 def capped(
@@ -91,17 +140,14 @@ def capped(
     """(user_id, channel) pairs over a cap, each with the cap that stops it."""
     over: dict[tuple[str, str], str] = {}
     for rule in cap_rules(notification):
-        usage = (
-            _recent(notification, user_ids, rule.channels, now - timedelta(seconds=rule.period))
-            .filter(**rule.scope)
-            .values("user_id", "channel")
-            .annotate(sent=Count("notification_id", distinct=True))
-        )
-        for row in usage:
-            if row["sent"] >= rule.limit:
-                over.setdefault(
-                    (row["user_id"], row["channel"]), f"cap reached: {rule.description}"
-                )
+        rows = _recent(
+            _CAP_SQL.format(scope=_SCOPES[rule.scope]),
+            notification, user_ids, rule.channels, now - timedelta(seconds=rule.period),
+            limit=rule.limit, scope=rule.scope_value,
+        )  # fmt: skip
+        for user_id, channel, reached in rows:
+            if reached:
+                over.setdefault((user_id, channel), f"cap reached: {rule.description}")
     return over
 
 
@@ -112,23 +158,35 @@ def duplicates(
     window = notification.notification_type.dedup_window
     if not window or not notification.content_hash:
         return set()
-    return set(
-        _recent(notification, user_ids, notification.channels, now - timedelta(seconds=window))
-        .filter(notification__content_hash=notification.content_hash)
-        .values_list("user_id", "channel")
-    )
+    rows = _recent(
+        _DUPLICATE_SQL, notification, user_ids, notification.channels,
+        now - timedelta(seconds=window), content_hash=notification.content_hash,
+    )  # fmt: skip
+    return {(user_id, channel) for user_id, channel in rows}
 
 
 def _recent(
-    notification: Notification, user_ids: Sequence[str], channels: Sequence[str], since: datetime
-) -> Any:
-    return Delivery.objects.filter(
-        tenant_id=notification.tenant_id,
-        user_id__in=user_ids,
-        channel__in=channels,
-        queued_at__gte=since,
-        state__in=LIVE_STATES,
-    ).exclude(notification_id=notification.pk)
+    sql: str,
+    notification: Notification,
+    user_ids: Sequence[str],
+    channels: Sequence[str],
+    since: datetime,
+    **params: Any,
+) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            {
+                "tenant": notification.tenant_id,
+                "users": list(user_ids),
+                "channels": list(channels),
+                "since": since,
+                "states": list(LIVE_STATES),
+                "notification": notification.pk,
+                **params,
+            },
+        )
+        return list(cursor.fetchall())
 
 
 def _period(seconds: int) -> str:
